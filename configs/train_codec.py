@@ -1,0 +1,21 @@
+"""Train one shipped rate point of a small codec on the shared photos.
+
+  python -m dcic_jax.main --config=configs/train_codec.py:bmshj2018,3 --workdir=runs/bmshj2018-q3
+
+The argument is "<codec id>,<quality 1-4>"; quality picks λ from CompressAI's MSE ladder.
+experiments/train_shipped_codecs.sh runs the whole ladder (q3 first, then warm-started neighbours).
+"""
+from configs import base
+
+LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130}  # CompressAI's MSE λ for qualities 1-4
+
+
+def get_config(arg: str = "bmshj2018,3"):
+  codec_id, quality = arg.split(",")
+  quality = int(quality)
+  config = base.get_config()
+  config.codec.id = codec_id
+  config.train_codec.lmbda = LAMBDAS[quality]
+  config.train_codec.data_dir = "../shared/data/photos"
+  config.export_dir = f"checkpoints/{codec_id}-q{quality}"  # where the trained codec is exported
+  return config

@@ -1,0 +1,245 @@
+"""A trained codec as a value: module + params + coding tables, with real compress/decompress.
+
+`Codec.compress(image) -> bytes` writes a complete .dcic file (DESIGN §3);
+`Codec.decompress(bytes) -> Decoded` gives back the latents and the base reconstruction x̂_b.
+The coding path is:  z -> round(z - median) -> factorized tables;  exact integer h_s(z_hat) ->
+(mu, sigma index) -> round(y - mu) -> Gaussian tables;  both strings range-coded by constriction.
+"""
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dcic_jax.codecs import fixed_point
+from dcic_jax.codecs.registry import make_codec
+from dcic_jax.entropy import bitstream, coder
+from dcic_jax.entropy.models import SCALE_BOUND, gaussian_pmf_np
+from dcic_jax.errors import BitstreamError, UserError
+
+PAD_MULTIPLE = 64                  # total stride of g_a followed by h_a
+PRNG_IMPL = "threefry2x32"         # recorded in every header; the DCIC decoder builds its key with it
+SCALE_TABLE = (SCALE_BOUND, 256.0, 64)  # log-spaced Gaussian scales: min, max, levels (CompressAI's)
+TAIL_MASS = 1e-9                    # mass left outside every table's range (sent by escape coding)
+MAX_Z_RANGE = 4096                  # cap on a factorized table's symbol range
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoded:
+  header: bitstream.Header
+  z_hat: np.ndarray       # [h, w, N] float32
+  y_hat: np.ndarray       # [H/16, W/16, M] float32 (padded grid)
+  mu: np.ndarray          # [H/16, W/16, M] exact decoded means (0 for the scale-only model)
+  scale_index: np.ndarray # [H/16, W/16, M] int table index of every latent
+  x_hat: np.ndarray       # [Hp, Wp, 3] float32 in [0, 1]: base reconstruction on the padded grid
+  image: np.ndarray       # [H, W, 3] uint8: the cropped, 8-bit base reconstruction
+
+
+def scale_table() -> np.ndarray:
+  lo, hi, n = SCALE_TABLE
+  return np.exp(np.linspace(math.log(lo), math.log(hi), n))
+
+
+def _pad(image_HW3: np.ndarray):
+  h, w = image_HW3.shape[:2]
+  hp, wp = -(-h // PAD_MULTIPLE) * PAD_MULTIPLE, -(-w // PAD_MULTIPLE) * PAD_MULTIPLE
+  return np.pad(image_HW3, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge"), (hp, wp)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Codec:
+  codec_id: str
+  config: dict            # codec constructor kwargs (HyperpriorConfig fields)
+  params: dict            # float32 parameter tree
+  tables: dict            # {"z": TableSet tree, "y": TableSet tree, "scale_bounds": int64 [L]}
+
+  # ---- derived, computed once ----
+  @functools.cached_property
+  def module(self):
+    return make_codec(self.codec_id, **self.config)
+
+  @functools.cached_property
+  def spec(self):
+    return self.module.hyper_spec()
+
+  @functools.cached_property
+  def qparams(self):
+    return fixed_point.quantize_hyper_params(self.params["h_s_net"], self.spec)
+
+  @functools.cached_property
+  def medians(self) -> np.ndarray:
+    return np.asarray(self.params["entropy_bottleneck"]["quantiles"][:, 0, 1], np.float32)
+
+  @functools.cached_property
+  def z_tables(self) -> coder.TableSet:
+    return coder.TableSet.from_tree(self.tables["z"])
+
+  @functools.cached_property
+  def y_tables(self) -> coder.TableSet:
+    return coder.TableSet.from_tree(self.tables["y"])
+
+  @functools.cached_property
+  def fingerprint(self) -> bytes:
+    """8-byte hash of id, config, parameters and tables: a file decodes only with its own model."""
+    h = hashlib.sha256(self.codec_id.encode())
+    h.update(json.dumps(self.config, sort_keys=True).encode())
+    for tree in (self.params, self.tables):
+      for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(tree)[0], key=lambda kv: str(kv[0])):
+        a = np.ascontiguousarray(leaf)
+        h.update(str(path).encode() + str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
+    return h.digest()[:8]
+
+  @functools.cached_property
+  def _analysis(self):
+    m = self.module
+    def f(params, x):
+      y = m.apply({"params": params}, x, method="g_a")
+      return y, m.apply({"params": params}, y, method="h_a")
+    return jax.jit(f)
+
+  @functools.cached_property
+  def _synthesis(self):
+    return jax.jit(lambda params, y_hat: self.module.apply({"params": params}, y_hat, method="g_s"))
+
+  # ---- coding ----
+  def _hyper(self, z_hat: np.ndarray):
+    mu_int, sigma_int = fixed_point.mu_sigma_int(self.qparams, self.spec, z_hat)
+    index = np.searchsorted(self.tables["scale_bounds"], sigma_int, side="left")
+    index = np.minimum(index, len(self.tables["scale_bounds"]) - 1)
+    return fixed_point.to_float(mu_int), index
+
+  def encode_latents(self, image_HW3: np.ndarray):
+    """uint8 image -> (padded size, z symbols, y symbols, y scale indexes); the encoder half."""
+    padded, (hp, wp) = _pad(np.asarray(image_HW3))
+    x = jnp.asarray(padded[None], jnp.float32) / 255.0
+    y, z = jax.device_get(self._analysis(self.params, x))
+    z_sym = np.round(z[0] - self.medians).astype(np.int64)
+    z_hat = (z_sym.astype(np.float32) + self.medians).astype(np.float32)
+    mu, index = self._hyper(z_hat)
+    y_sym = np.round(y[0] - mu).astype(np.int64)
+    return (hp, wp), z_sym, y_sym, index
+
+  def compress(self, image_HW3: np.ndarray, seed: int = 0) -> bytes:
+    """uint8 [H, W, 3] -> complete .dcic file bytes."""
+    image_HW3 = np.asarray(image_HW3)
+    if image_HW3.dtype != np.uint8 or image_HW3.ndim != 3 or image_HW3.shape[2] != 3:
+      raise UserError(f"compress needs a uint8 [H, W, 3] image, got {image_HW3.dtype} {image_HW3.shape}")
+    h, w = image_HW3.shape[:2]
+    if not (1 <= h <= bitstream.MAX_SIZE and 1 <= w <= bitstream.MAX_SIZE):
+      raise UserError(f"image size {h}x{w} is outside 1..{bitstream.MAX_SIZE} pixels per side")
+    (hp, wp), z_sym, y_sym, index = self.encode_latents(image_HW3)
+    z_idx = np.broadcast_to(np.arange(z_sym.shape[-1]), z_sym.shape)
+    z_str = coder.encode(z_sym, z_idx, self.z_tables)
+    y_str = coder.encode(y_sym, index, self.y_tables)
+    header = bitstream.Header(codec_id=self.codec_id, fingerprint=self.fingerprint, height=h, width=w,
+                              padded_height=hp, padded_width=wp, seed=int(seed), prng_impl=PRNG_IMPL)
+    return bitstream.pack(header, [z_str, y_str])
+
+  def decompress(self, data: bytes) -> Decoded:
+    header, strings = bitstream.unpack(data)
+    bitstream.check_model(header, self.codec_id, self.fingerprint)
+    if len(strings) != 2:
+      raise BitstreamError(f"expected 2 latent strings (z, y), file has {len(strings)}")
+    hp, wp = header.padded_height, header.padded_width
+    if hp % PAD_MULTIPLE or wp % PAD_MULTIPLE:
+      raise BitstreamError(f"padded size {hp}x{wp} is not a multiple of {PAD_MULTIPLE}")
+    n_z = self.module.cfg.N
+    z_idx = np.broadcast_to(np.arange(n_z), (hp // 64, wp // 64, n_z))
+    try:
+      z_sym = coder.decode(strings[0], z_idx, self.z_tables)
+      z_hat = (z_sym.astype(np.float32) + self.medians).astype(np.float32)
+      mu, index = self._hyper(z_hat)
+      y_sym = coder.decode(strings[1], index, self.y_tables)
+    except (ValueError, RuntimeError, OverflowError) as e:  # only reachable past the CRC: a coder bug
+      raise BitstreamError(f"latent strings do not decode ({e})") from None
+    y_hat = (y_sym.astype(np.float32) + mu).astype(np.float32)
+    x_hat = np.clip(np.asarray(self._synthesis(self.params, jnp.asarray(y_hat[None])))[0], 0.0, 1.0)
+    image = np.round(x_hat[:header.height, :header.width] * 255.0).astype(np.uint8)
+    return Decoded(header, z_hat, y_hat, mu, index, x_hat, image)
+
+  def estimate_bits(self, image_HW3: np.ndarray) -> dict:
+    """Bits the entropy models predict for this image (hard rounding, float h_s), for bpp_est."""
+    padded, _ = _pad(np.asarray(image_HW3))
+    out = self._forward(self.params, jnp.asarray(padded[None], jnp.float32) / 255.0)
+    return {k: float(v) for k, v in jax.device_get(out).items()}
+
+  @functools.cached_property
+  def _forward(self):
+    def f(params, x):
+      out = self.module.apply({"params": params}, x, None, False)
+      return {k: -jnp.sum(jnp.log2(v)) for k, v in out["likelihoods"].items()}
+    return jax.jit(f)
+
+
+# ---- post-training step: coding tables ----
+def build_tables(codec_id: str, config: dict, params) -> dict:
+  """Integer coding tables from trained params (run once; stored with the model)."""
+  module = make_codec(codec_id, **config)
+  eb = params["entropy_bottleneck"]
+  q = np.asarray(eb["quantiles"], np.float64)[:, 0, :]  # [C, 3]
+  med = q[:, 1]
+  lo = np.maximum(np.floor(q[:, 0] - med), -MAX_Z_RANGE // 2).astype(np.int64)
+  hi = np.minimum(np.ceil(q[:, 2] - med), MAX_Z_RANGE // 2).astype(np.int64)
+  lo, hi = np.minimum(lo, 0), np.maximum(hi, 0)
+  grid = np.arange(lo.min(), hi.max() + 1)
+  values = (grid[:, None] + med[None, :]).astype(np.float32)[None, None]  # [1, 1, K, C]
+  likelihood = jax.jit(lambda p, z: module.apply({"params": p}, z, method=lambda m, v: m.entropy_bottleneck(v)))
+  lik = np.asarray(likelihood(params, jnp.asarray(values)))[0, 0]
+  z_pmfs = [lik[lo[c] - grid[0]:hi[c] - grid[0] + 1, c].astype(np.float64) for c in range(len(med))]
+  z_tables = coder.make_tableset(z_pmfs, list(lo))
+
+  scales = scale_table()
+  tail = _normal_quantile(1 - TAIL_MASS / 2)
+  y_pmfs, y_offsets = [], []
+  for s in scales:
+    r = int(math.ceil(s * tail))
+    y_pmfs.append(gaussian_pmf_np(s, np.arange(-r, r + 1)))
+    y_offsets.append(-r)
+  y_tables = coder.make_tableset(y_pmfs, y_offsets)
+  bounds = np.floor(scales * 2.0**fixed_point.A_FRAC).astype(np.int64)
+  return {"z": z_tables.to_tree(), "y": y_tables.to_tree(), "scale_bounds": bounds}
+
+
+def _normal_quantile(p: float) -> float:
+  """Φ^{-1}(p) by bisection on math.erfc (no scipy needed)."""
+  lo, hi = 0.0, 40.0
+  for _ in range(200):
+    mid = (lo + hi) / 2
+    if 0.5 * math.erfc(-mid / math.sqrt(2)) < p:
+      lo = mid
+    else:
+      hi = mid
+  return hi
+
+
+def make_codec_from_params(codec_id: str, config: dict, params) -> Codec:
+  """The post-training step: tables from params, giving a ready-to-code `Codec`."""
+  params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
+  return Codec(codec_id, dict(config), params, build_tables(codec_id, config, params))
+
+
+def load(path) -> Codec:
+  from dcic_jax import checkpointing
+  info, params, tables = checkpointing.load_export(path)
+  codec = Codec(info["codec_id"], info["config"], params, tables)
+  if codec.fingerprint.hex() != info["fingerprint"]:
+    raise UserError(f"checkpoint {path} is damaged: fingerprint {codec.fingerprint.hex()} != {info['fingerprint']}")
+  return codec
+
+
+def export_trained(config, params, out_dir) -> Codec:
+  """Round kernels to their float16 storage, build tables, write the export directory."""
+  from dcic_jax import checkpointing
+  from dcic_jax.train import codec_kwargs
+  kwargs = codec_kwargs(config)
+  params = checkpointing.round_kernels_f16(params)
+  codec = make_codec_from_params(config.codec.id, kwargs, params)
+  meta = dict(lmbda=config.train_codec.lmbda, steps=config.train_codec.steps,
+              crop_size=config.train_codec.crop_size, data_dir=config.train_codec.data_dir)
+  checkpointing.save_export(out_dir, codec.codec_id, kwargs, codec.params, codec.tables, meta,
+                            codec.fingerprint.hex())
+  return codec

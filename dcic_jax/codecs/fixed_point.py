@@ -1,0 +1,97 @@
+"""Exact, platform-independent evaluation of the hyper-synthesis h_s at coding time.
+
+The decoder picks each latent's CDF table from sigma = h_s(z_hat) and (mean-scale) its offset
+mu. Computed in floating point, sigma and mu may differ in the last bits between CPU/GPU/TPU or
+library versions, and a different table index silently corrupts the rest of the stream (the
+known cross-device failure of CompressAI's float scales). Here h_s runs as an integer network in
+the spirit of Ballé, Johnston & Minnen 2019 ("Integer networks for data compression"):
+weights are rounded to multiples of 2**-W_FRAC, activations to multiples of 2**-A_FRAC, and every
+layer is an integer dot product carried out in float64 with all values exact integers below
+2**53, so the result does not depend on summation order, BLAS or hardware. The table index is
+then an integer comparison against integer thresholds stored with the tables.
+
+The rounding changes mu and sigma by ~1e-4 relative to the float network: negligible for rate,
+and exactly the same in encoder and decoder, which is what matters.
+"""
+import numpy as np
+
+from dcic_jax.codecs.hyperprior import HyperSpec
+
+W_FRAC = 14   # weights: multiples of 2**-14
+A_FRAC = 12   # activations, mu and sigma: multiples of 2**-12
+_EXACT = float(2**52)
+_LEAKY_NUM, _LEAKY_SHIFT = 655, 16  # leaky slope 0.01 ≈ 655 / 2**16
+
+
+def _to_int(x: np.ndarray, frac: int) -> np.ndarray:
+  return np.round(np.asarray(x, np.float64) * 2.0**frac)
+
+
+def quantize_hyper_params(h_s_params: dict, spec: HyperSpec) -> list[tuple[np.ndarray, np.ndarray]]:
+  """Float h_s params -> per layer (integer kernel [k, k, Cin, Cout], integer bias), as float64."""
+  out = []
+  for i in range(len(spec.layers)):
+    p = h_s_params[f"layer{i}"]
+    p = p["conv"] if "conv" in p else p
+    out.append((_to_int(p["kernel"], W_FRAC), _to_int(p["bias"], W_FRAC + A_FRAC)))
+  return out
+
+
+def _conv_same(a_HWC: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """Stride-1 'same' convolution of integer-valued float64 arrays, exact (all sums < 2**53)."""
+  k = w.shape[0]
+  p = k // 2
+  h, wd, c = a_HWC.shape
+  bound = np.abs(a_HWC).max(initial=0.0) * np.abs(w).sum(axis=(0, 1, 2)).max() + np.abs(b).max(initial=0.0)
+  if bound >= _EXACT:
+    raise OverflowError("fixed-point hyper-synthesis would exceed exact float64 range")
+  padded = np.pad(a_HWC, ((p, p), (p, p), (0, 0)))
+  cols = np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(0, 1))  # [H, W, C, k, k]
+  cols = cols.transpose(0, 1, 3, 4, 2).reshape(h * wd, k * k * c)
+  return (cols @ w.reshape(k * k * c, -1) + b).reshape(h, wd, -1)
+
+
+def _rescale(acc: np.ndarray) -> np.ndarray:
+  """Accumulator at 2**-(W+A) -> activation at 2**-A, by exact floor division."""
+  return np.floor(acc / 2.0**W_FRAC)
+
+
+def _act(a: np.ndarray, name: str) -> np.ndarray:
+  if name == "relu":
+    return np.maximum(a, 0.0)
+  if name == "leaky_relu":
+    return np.where(a >= 0, a, np.floor(a * _LEAKY_NUM / 2.0**_LEAKY_SHIFT))
+  raise ValueError(name)
+
+
+def _depth_to_space(a_HWC: np.ndarray) -> np.ndarray:
+  h, w, c4 = a_HWC.shape
+  c = c4 // 4
+  return a_HWC.reshape(h, w, 2, 2, c).transpose(0, 2, 1, 3, 4).reshape(2 * h, 2 * w, c)
+
+
+def hyper_synthesis_int(qparams, spec: HyperSpec, z_hat_HWC: np.ndarray) -> np.ndarray:
+  """Integer h_s output (multiples of 2**-A_FRAC as integers), [4H, 4W, C_out], float64."""
+  a = _to_int(z_hat_HWC, A_FRAC)
+  n = len(spec.layers)
+  for i, ((_, up), (w, b)) in enumerate(zip(spec.layers, qparams)):
+    a = _rescale(_conv_same(a, w, b))
+    if up:
+      a = _depth_to_space(a)
+    if i < n - 1 or spec.final_act:
+      a = _act(a, spec.act)
+  return a
+
+
+def mu_sigma_int(qparams, spec: HyperSpec, z_hat_HWC: np.ndarray):
+  """(mu_int, sigma_int): integers in units of 2**-A_FRAC (mu = 0 for the scale-only model)."""
+  out = hyper_synthesis_int(qparams, spec, z_hat_HWC)
+  if spec.split_mean:
+    c = out.shape[-1] // 2
+    return out[..., c:], out[..., :c]
+  return np.zeros_like(out), out
+
+
+def to_float(a_int: np.ndarray) -> np.ndarray:
+  """Exact: integers below 2**24 times a power of two are float32-representable."""
+  return (a_int / 2.0**A_FRAC).astype(np.float32)

@@ -1,0 +1,37 @@
+"""Training batches: random crops of a folder of photos (Pillow + numpy, no TensorFlow)."""
+from typing import Iterator
+
+import numpy as np
+
+from dcic_jax.data.images import list_images, load_rgb
+from dcic_jax.errors import UserError
+
+
+def load_folder(folder, min_side: int = 0) -> list[np.ndarray]:
+  """All images of a folder as uint8 [H, W, 3]; images smaller than `min_side` are an error."""
+  images = [load_rgb(p) for p in list_images(folder)]
+  small = [p.name for p, im in zip(list_images(folder), images) if min(im.shape[:2]) < min_side]
+  if small:
+    raise UserError(f"images smaller than the {min_side}px crop in {folder}: {', '.join(small[:5])}")
+  return images
+
+
+def random_crops(images: list[np.ndarray], crop: int, batch_size: int, seed: int, start: int = 0
+                 ) -> Iterator[np.ndarray]:
+  """Endless uint8 batches [B, crop, crop, 3]: uniform image, uniform position, random h-flip.
+
+  Batch number s is a pure function of (seed, s), so a resumed run sees exactly the batches
+  an uninterrupted run would have seen.
+  """
+  step = start
+  while True:
+    rng = np.random.default_rng([seed, step])
+    out = np.empty((batch_size, crop, crop, 3), np.uint8)
+    for b in range(batch_size):
+      im = images[rng.integers(len(images))]
+      i = rng.integers(im.shape[0] - crop + 1)
+      j = rng.integers(im.shape[1] - crop + 1)
+      patch = im[i:i + crop, j:j + crop]
+      out[b] = patch[:, ::-1] if rng.random() < 0.5 else patch
+    yield out
+    step += 1

@@ -1,0 +1,338 @@
+"""The ε-prediction UNet of the diffusion prior (DDPM / ADM family).
+
+Ho et al. 2020, "Denoising Diffusion Probabilistic Models" (the UNet: sinusoidal timestep
+embedding, GroupNorm residual blocks, self-attention at low resolutions, additive conditioning);
+Nichol & Dhariwal 2021, "Improved DDPM" (learned σ: 2·C outputs); Dhariwal & Nichol 2021,
+"Diffusion Models Beat GANs" (ADM: scale-shift conditioning `h = GN(h)·(1+s) + b`, head channels,
+residual up/down-sampling blocks).
+
+One module covers the layouts of the two common PyTorch code bases (guided-diffusion `UNetModel`
+and diffusers `UNet2DModel`), so `convert.py` only renames and transposes arrays. Everything is
+convolutional except the attention, so a prior trained on crops runs on whole images whose height
+and width are multiples of 2**(levels-1).
+
+Conventions: NHWC, images in [-1, 1]; convolutions use PyTorch's symmetric padding; upsampling is
+nearest-neighbour + 3×3 conv (never `nn.ConvTranspose`, 4-7× slower here).
+"""
+import dataclasses
+import math
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _default_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+  """DDPM's initialiser: variance scaling 1, fan_avg, uniform.
+
+  Drawn flat and reshaped: the same numbers as a shaped draw, but XLA:CPU compiles 4-D
+  threefry draws several times slower than flat ones.
+  """
+  receptive = math.prod(shape[:-2])
+  fan_avg = 0.5 * receptive * (shape[-2] + shape[-1])
+  bound = math.sqrt(3.0 / fan_avg)
+  return jax.random.uniform(key, (math.prod(shape),), dtype, -bound, bound).reshape(shape)
+
+
+# The last layer of every residual branch starts at zero (ADM's `zero_module`), so each block
+# starts as the identity.
+_zero_init = nn.initializers.zeros
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetConfig:
+  """Architecture of the ε-network; built as `UNetConfig(**config.prior.unet)`."""
+  in_channels: int = 3                   # image channels
+  out_channels: int = 3                  # ε channels (learned σ adds as many again)
+  base_channels: int = 128               # channels at level 0 (ADM `model_channels`)
+  channel_mult: tuple[int, ...] = (1, 2, 2, 2)  # channels of level l = base · mult[l]
+  num_res_blocks: int = 2                # residual blocks per level on the way down
+  attention_levels: tuple[int, ...] = (1,)  # levels with self-attention (level l: H/2**l)
+  mid_attention: bool = True             # attention in the middle block
+  mid_attention_norm: bool = True        # GroupNorm before the middle attention (diffusers drops
+                                         # it for scale-shift models)
+  num_heads: int = 1                     # attention heads (ignored if head_channels > 0)
+  head_channels: int = -1                # channels per head (ADM `num_head_channels`)
+  dropout: float = 0.0                   # dropout before the 2nd conv of each residual block
+  use_scale_shift_norm: bool = True      # ADM FiLM conditioning; False: additive (DDPM)
+  resblock_updown: bool = False          # resample with residual blocks (ADM, BigGAN-style)
+  conv_resample: bool = True             # strided / post-upsampling conv; False: avg-pool
+  downsample_padding: int = 1            # 1: symmetric pad; 0: pad bottom/right (diffusers)
+  norm_groups: int = 32                  # GroupNorm groups
+  norm_eps: float = 1e-5                 # GroupNorm epsilon
+  flip_sin_to_cos: bool = True           # embedding order [cos, sin] (ADM); False: [sin, cos]
+  freq_shift: float = 0.0                # diffusers `freq_shift` (1 for the DDPM ports)
+  mid_scale_factor: float = 1.0          # diffusers `mid_block_scale_factor`
+  learn_sigma: bool = False              # 2·C outputs; the ε half is returned
+  remat: bool = False                    # recompute blocks in the backward pass (memory)
+  dtype: str = "float32"                 # compute dtype of convs/matmuls; norms stay float32
+
+  def __post_init__(self):
+    # ConfigDicts hand over lists; tuples keep the config hashable.
+    for name in ("channel_mult", "attention_levels"):
+      object.__setattr__(self, name, tuple(getattr(self, name)))
+    if self.downsample_padding not in (0, 1):
+      raise ValueError(f"downsample_padding must be 0 or 1, got {self.downsample_padding}")
+    for level in self.attention_levels:
+      if not 0 <= level < len(self.channel_mult):
+        raise ValueError(f"attention level {level} outside 0..{len(self.channel_mult) - 1}")
+
+  @property
+  def num_levels(self) -> int:
+    return len(self.channel_mult)
+
+  @property
+  def size_multiple(self) -> int:
+    """Height and width must be multiples of this."""
+    return 2 ** (self.num_levels - 1)
+
+
+def timestep_embedding(t_B: jax.Array, dim: int, flip_sin_to_cos: bool = True,
+                       freq_shift: float = 0.0, max_period: float = 10_000.0) -> jax.Array:
+  """Transformer sinusoidal embedding of (possibly fractional) timesteps → [B, dim]."""
+  half = dim // 2
+  freqs_F = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32)
+                    / (half - freq_shift))
+  args_BF = t_B.astype(jnp.float32)[:, None] * freqs_F[None]
+  sin, cos = jnp.sin(args_BF), jnp.cos(args_BF)
+  emb_BD = jnp.concatenate([cos, sin] if flip_sin_to_cos else [sin, cos], axis=-1)
+  if dim % 2:
+    emb_BD = jnp.pad(emb_BD, ((0, 0), (0, 1)))
+  return emb_BD
+
+
+def _conv(features: int, kernel: int, dtype: Any, stride: int = 1, name: str | None = None,
+          zero: bool = False, padding: Any = None) -> nn.Conv:
+  pad = kernel // 2
+  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                 padding=padding if padding is not None else ((pad, pad), (pad, pad)),
+                 dtype=dtype, kernel_init=_zero_init if zero else _default_init, name=name)
+
+
+def _group_norm(cfg: UNetConfig, name: str) -> nn.GroupNorm:
+  # Statistics in float32 with the two-pass variance (PyTorch's), whatever the compute dtype.
+  return nn.GroupNorm(num_groups=cfg.norm_groups, epsilon=cfg.norm_eps, dtype=jnp.float32,
+                      use_fast_variance=False, name=name)
+
+
+def upsample_nearest(x_BHWC: jax.Array) -> jax.Array:
+  """2× nearest-neighbour upsampling by broadcasting (no gather, no transposed conv)."""
+  b, h, w, c = x_BHWC.shape
+  x = jnp.broadcast_to(x_BHWC[:, :, None, :, None, :], (b, h, 2, w, 2, c))
+  return x.reshape(b, 2 * h, 2 * w, c)
+
+
+def avg_pool2(x_BHWC: jax.Array) -> jax.Array:
+  return nn.avg_pool(x_BHWC, (2, 2), strides=(2, 2))
+
+
+class ResBlock(nn.Module):
+  """GroupNorm-SiLU-conv ×2 residual block conditioned on the timestep embedding.
+
+  `resample` ∈ {None, "up", "down"} moves the resolution change inside the block (ADM
+  `resblock_updown`, diffusers `resnet` up/down types): after the first norm on the branch and
+  on the skip path alike.
+  """
+  cfg: UNetConfig
+  features: int
+  resample: str | None = None
+  output_scale: float = 1.0
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x_BHWC: jax.Array, emb_BE: jax.Array) -> jax.Array:
+    cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
+    h = nn.silu(_group_norm(cfg, "norm_1")(x_BHWC)).astype(dtype)
+    skip = x_BHWC
+    if self.resample is not None:
+      resample = upsample_nearest if self.resample == "up" else avg_pool2
+      h, skip = resample(h), resample(skip)
+    h = _conv(self.features, 3, dtype, name="conv_1")(h)
+
+    emb_channels = 2 * self.features if cfg.use_scale_shift_norm else self.features
+    emb = nn.Dense(emb_channels, dtype=dtype, kernel_init=_default_init,
+                   name="emb_proj")(nn.silu(emb_BE))[:, None, None, :]
+    if cfg.use_scale_shift_norm:
+      scale, shift = jnp.split(emb.astype(jnp.float32), 2, axis=-1)
+      h = _group_norm(cfg, "norm_2")(h) * (1.0 + scale) + shift
+    else:
+      h = _group_norm(cfg, "norm_2")(h + emb)
+    h = nn.silu(h).astype(dtype)
+    if cfg.dropout > 0.0 and not self.deterministic:
+      # Inverted dropout with a flat mask draw (as nn.Dropout, but a 4-D threefry draw
+      # compiles several times slower on CPU).
+      keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - cfg.dropout, (h.size,))
+      h = jnp.where(keep.reshape(h.shape), h / (1.0 - cfg.dropout), 0.0).astype(dtype)
+    h = _conv(self.features, 3, dtype, name="conv_2", zero=True)(h)
+
+    if skip.shape[-1] != self.features:
+      skip = _conv(self.features, 1, dtype, name="skip_proj")(skip)
+    out = skip.astype(jnp.float32) + h.astype(jnp.float32)
+    return out / self.output_scale if self.output_scale != 1.0 else out
+
+
+class AttnBlock(nn.Module):
+  """Multi-head self-attention over all H·W positions, residual.
+
+  The fused `qkv` projection's outputs are ordered (3, heads, head_dim): q, k, v for all heads.
+  """
+  cfg: UNetConfig
+  use_norm: bool = True
+  output_scale: float = 1.0
+
+  @nn.compact
+  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+    cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
+    b, height, width, c = x_BHWC.shape
+    heads = c // cfg.head_channels if cfg.head_channels > 0 else cfg.num_heads
+    if c % heads:
+      raise ValueError(f"{c} channels do not split into {heads} attention heads")
+    h = _group_norm(cfg, "norm")(x_BHWC) if self.use_norm else x_BHWC
+    h_BTC = h.astype(dtype).reshape(b, height * width, c)
+    qkv = nn.Dense(3 * c, dtype=dtype, kernel_init=_default_init, name="qkv")(h_BTC)
+    q_BTNH, k_BTNH, v_BTNH = jnp.split(qkv.reshape(b, height * width, 3 * heads, c // heads), 3,
+                                       axis=2)
+    a_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BTNH, v_BTNH)
+    out = nn.Dense(c, dtype=dtype, kernel_init=_zero_init,
+                   name="proj_out")(a_BTNH.reshape(b, height * width, c))
+    out = x_BHWC.astype(jnp.float32) + out.reshape(b, height, width, c).astype(jnp.float32)
+    return out / self.output_scale if self.output_scale != 1.0 else out
+
+
+class Downsample(nn.Module):
+  """Halve H and W: 3×3 stride-2 conv (PyTorch padding) or 2×2 average pooling."""
+  cfg: UNetConfig
+
+  @nn.compact
+  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+    if not self.cfg.conv_resample:
+      return avg_pool2(x_BHWC)
+    pad = ((1, 1), (1, 1)) if self.cfg.downsample_padding == 1 else ((0, 1), (0, 1))
+    return _conv(x_BHWC.shape[-1], 3, jnp.dtype(self.cfg.dtype), stride=2, name="conv",
+                 padding=pad)(x_BHWC)
+
+
+class Upsample(nn.Module):
+  """Double H and W: nearest neighbour, then a 3×3 conv."""
+  cfg: UNetConfig
+
+  @nn.compact
+  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+    x_BHWC = upsample_nearest(x_BHWC)
+    if not self.cfg.conv_resample:
+      return x_BHWC
+    return _conv(x_BHWC.shape[-1], 3, jnp.dtype(self.cfg.dtype), name="conv")(x_BHWC)
+
+
+class UNet(nn.Module):
+  """ε_θ(x_t, t): [B, H, W, C] noisy images and [B] timesteps → [B, H, W, C] predicted noise.
+
+  Parameter names (used by `convert.py`): `time_embed_{0,1}`, `conv_in`, `down_{l}_res_{j}`,
+  `down_{l}_attn_{j}`, `down_{l}_resample`, `mid_res_{0,1}`, `mid_attn`, `up_{l}_res_{j}`,
+  `up_{l}_attn_{j}`, `up_{l}_resample`, `norm_out`, `conv_out`.
+  """
+  cfg: UNetConfig
+
+  @nn.compact
+  def __call__(self, x_BHWC: jax.Array, t_B: jax.Array, train: bool = False) -> jax.Array:
+    cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
+    b, height, width, _ = x_BHWC.shape
+    if height % cfg.size_multiple or width % cfg.size_multiple:
+      raise ValueError(f"image size {height}x{width} is not a multiple of {cfg.size_multiple}: "
+                       "pad the image first")
+    t_B = jnp.broadcast_to(jnp.asarray(t_B), (b,))
+    res_block: Callable[..., nn.Module] = nn.remat(ResBlock) if cfg.remat else ResBlock
+    attn_block: Callable[..., nn.Module] = nn.remat(AttnBlock) if cfg.remat else AttnBlock
+    det = not train
+
+    emb = timestep_embedding(t_B, cfg.base_channels, cfg.flip_sin_to_cos, cfg.freq_shift)
+    emb = nn.Dense(4 * cfg.base_channels, dtype=dtype, kernel_init=_default_init,
+                   name="time_embed_0")(emb)
+    emb_BE = nn.Dense(4 * cfg.base_channels, dtype=dtype, kernel_init=_default_init,
+                      name="time_embed_1")(nn.silu(emb))
+
+    h = _conv(cfg.channel_mult[0] * cfg.base_channels, 3, dtype, name="conv_in")(
+        x_BHWC.astype(dtype))
+    skips = [h]
+    for level, mult in enumerate(cfg.channel_mult):
+      for j in range(cfg.num_res_blocks):
+        h = res_block(cfg, mult * cfg.base_channels, deterministic=det,
+                      name=f"down_{level}_res_{j}")(h, emb_BE)
+        if level in cfg.attention_levels:
+          h = attn_block(cfg, name=f"down_{level}_attn_{j}")(h)
+        skips.append(h)
+      if level != cfg.num_levels - 1:
+        if cfg.resblock_updown:
+          h = res_block(cfg, h.shape[-1], resample="down", deterministic=det,
+                        name=f"down_{level}_resample")(h, emb_BE)
+        else:
+          h = Downsample(cfg, name=f"down_{level}_resample")(h)
+        skips.append(h)
+
+    h = res_block(cfg, h.shape[-1], output_scale=cfg.mid_scale_factor, deterministic=det,
+                  name="mid_res_0")(h, emb_BE)
+    if cfg.mid_attention:
+      h = attn_block(cfg, use_norm=cfg.mid_attention_norm, output_scale=cfg.mid_scale_factor,
+                     name="mid_attn")(h)
+    h = res_block(cfg, h.shape[-1], output_scale=cfg.mid_scale_factor, deterministic=det,
+                  name="mid_res_1")(h, emb_BE)
+
+    for level in reversed(range(cfg.num_levels)):
+      features = cfg.channel_mult[level] * cfg.base_channels
+      for j in range(cfg.num_res_blocks + 1):
+        h = jnp.concatenate([h.astype(dtype), skips.pop().astype(dtype)], axis=-1)
+        h = res_block(cfg, features, deterministic=det, name=f"up_{level}_res_{j}")(h, emb_BE)
+        if level in cfg.attention_levels:
+          h = attn_block(cfg, name=f"up_{level}_attn_{j}")(h)
+      if level != 0:
+        if cfg.resblock_updown:
+          h = res_block(cfg, features, resample="up", deterministic=det,
+                        name=f"up_{level}_resample")(h, emb_BE)
+        else:
+          h = Upsample(cfg, name=f"up_{level}_resample")(h)
+
+    h = nn.silu(_group_norm(cfg, "norm_out")(h)).astype(dtype)
+    out_channels = 2 * cfg.out_channels if cfg.learn_sigma else cfg.out_channels
+    out = _conv(out_channels, 3, dtype, name="conv_out", zero=True)(h).astype(jnp.float32)
+    return out[..., :cfg.out_channels]  # the ε half of a learned-σ output
+
+
+def make_eps_fn(model: UNet) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
+  """Wrap a UNet as the pure `eps_fn(params, x_t_BHWC, t_B) -> eps_BHWC` the samplers take."""
+  def eps_fn(params, x_t_BHWC, t_B):
+    return model.apply({"params": params}, x_t_BHWC, t_B)
+  return eps_fn
+
+
+def init_params(cfg: UNetConfig, key: jax.Array, image_size: int = 32) -> Any:
+  """Initial parameters (they do not depend on the image size, which only has to be valid)."""
+  size = max(image_size, cfg.size_multiple)
+  x = jnp.zeros((1, size, size, cfg.in_channels), jnp.float32)
+  return jax.jit(UNet(cfg).init)(key, x, jnp.zeros((1,), jnp.int32))["params"]
+
+
+def random_params(cfg: UNetConfig, seed: int) -> Any:
+  """Random parameters with no zero-initialised layer, drawn with numpy (nothing to compile).
+
+  For tests and benchmarks, where `init_params`' zero output layers would make ε ≡ 0: kernels
+  ~ N(0, 1/fan_in), biases ~ N(0, 0.1²), norm scales ~ 1 + N(0, 0.1²).
+  """
+  shapes = jax.eval_shape(
+      UNet(cfg).init, jax.random.key(0),
+      jnp.zeros((1, cfg.size_multiple, cfg.size_multiple, cfg.in_channels)),
+      jnp.zeros((1,), jnp.int32))["params"]
+  rng = np.random.default_rng(seed)
+
+  def draw(path, s):
+    name = path[-1].key
+    if name == "kernel":
+      value = rng.standard_normal(s.shape) / math.sqrt(math.prod(s.shape[:-1]))
+    elif name == "scale":
+      value = 1.0 + 0.1 * rng.standard_normal(s.shape)
+    else:
+      value = 0.1 * rng.standard_normal(s.shape)
+    return jnp.asarray(value, s.dtype)
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)

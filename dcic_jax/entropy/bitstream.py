@@ -1,0 +1,283 @@
+"""The `.dcic` container: a small validated header followed by the entropy-coded strings.
+
+The header carries everything a decoder needs besides the checkpoint (DESIGN.md §3): which codec and
+which exact parameters wrote the file (so decoding with the wrong model is an error, not garbage), the
+image size and its padding, and the seed + PRNG tag of the decoder's common randomness (DCIC's
+consistent noise costs zero bits). The payload is the strings (z, then y, ...) concatenated; the file
+size is the rate.
+
+Byte layout (all integers little-endian):
+
+| field          | size        | notes                                                     |
+| -------------- | ----------- | --------------------------------------------------------- |
+| magic          | 4           | b"DCIC"                                                   |
+| version        | u8          | FORMAT_VERSION                                            |
+| codec_id       | u8 + n      | length 1..64, then printable ASCII                        |
+| fingerprint    | 8           | hash of the model parameters + coding tables              |
+| height, width  | u32, u32    | 1..65535 each                                             |
+| padded_h, _w   | u32, u32    | size <= padded < size + 1024                              |
+| seed           | u64         | common-randomness seed of the decoder                     |
+| prng_impl      | u8 + n      | length 1..32, then printable ASCII (e.g. "threefry2x32")  |
+| n_strings      | u8          | 1..16                                                     |
+| lengths        | n × u32     | byte length of each string                                |
+| crc32          | u32         | zlib.crc32 of every header byte before it + the payload   |
+| payload        | sum(lengths)| the strings, concatenated; nothing may follow             |
+
+Every problem with a file raises `BitstreamError` with a one-line message; a length field is checked
+against the real file size before it is used, so a hostile file cannot cause a huge allocation.
+"""
+
+import dataclasses
+import numbers
+import os
+import secrets
+import struct
+import zlib
+from typing import Sequence
+
+from dcic_jax.errors import BitstreamError, UserError
+
+FORMAT_VERSION = 1
+MAGIC = b"DCIC"
+
+MAX_CODEC_ID = 64
+MAX_PRNG_IMPL = 32
+MAX_STRINGS = 16
+MAX_SIZE = 65535
+MAX_PADDING = 1024  # padded - size must stay below this
+FINGERPRINT_BYTES = 8
+
+_SIZES = struct.Struct("<4I")  # height, width, padded_height, padded_width
+_U8, _U32, _U64 = struct.Struct("<B"), struct.Struct("<I"), struct.Struct("<Q")
+# Smallest possible file: 1-char ids, one empty string.
+MIN_FILE_BYTES = (len(MAGIC) + 1 + (1 + 1) + FINGERPRINT_BYTES + _SIZES.size + _U64.size
+                  + (1 + 1) + 1 + _U32.size + _U32.size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Header:
+  """What the decoder must know besides the checkpoint; validated on construction."""
+  codec_id: str  # registry id of the codec, e.g. "bmshj2018"
+  fingerprint: bytes  # 8 bytes identifying parameters + coding tables
+  height: int  # original image size in pixels
+  width: int
+  padded_height: int  # size after padding to the codec's stride multiple
+  padded_width: int
+  seed: int  # 0 .. 2**64-1: seed of the decoder's consistent noise
+  prng_impl: str  # PRNG implementation tag, e.g. "threefry2x32"
+
+  def __post_init__(self):
+    # Normalise numpy integers / bytearrays so equality and packing behave.
+    for name in ("height", "width", "padded_height", "padded_width", "seed"):
+      value = getattr(self, name)
+      if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+      object.__setattr__(self, name, int(value))
+    if isinstance(self.fingerprint, (bytearray, memoryview)):
+      object.__setattr__(self, "fingerprint", bytes(self.fingerprint))
+    _check_header(self)
+
+
+def _check_text(name: str, value, max_len: int) -> None:
+  if not isinstance(value, str):
+    raise ValueError(f"{name} must be a str, got {type(value).__name__}")
+  # Printable ASCII only, so that error messages naming it stay on one line.
+  if not 1 <= len(value) <= max_len or not all(" " <= c <= "~" for c in value):
+    raise ValueError(f"{name} must be 1..{max_len} printable ASCII chars, got {value[:80]!r}")
+
+
+def _check_header(h: Header) -> None:
+  """Raises ValueError naming the first field that is out of range."""
+  _check_text("codec id", h.codec_id, MAX_CODEC_ID)
+  if not isinstance(h.fingerprint, bytes) or len(h.fingerprint) != FINGERPRINT_BYTES:
+    raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes, got {h.fingerprint!r}")
+  if not (1 <= h.height <= MAX_SIZE and 1 <= h.width <= MAX_SIZE):
+    raise ValueError(f"absurd image size {h.height}x{h.width}")
+  if not (h.height <= h.padded_height < h.height + MAX_PADDING
+          and h.width <= h.padded_width < h.width + MAX_PADDING):
+    raise ValueError(f"absurd padded size {h.padded_height}x{h.padded_width} "
+                     f"for a {h.height}x{h.width} image")
+  if not 0 <= h.seed < 2**64:
+    raise ValueError(f"seed {h.seed} out of range 0..2**64-1")
+  _check_text("prng impl", h.prng_impl, MAX_PRNG_IMPL)
+
+
+def pack(header: Header, strings: Sequence[bytes]) -> bytes:
+  """Serialises a header and its entropy-coded strings; ValueError on programmer errors."""
+  if not isinstance(header, Header):
+    raise ValueError(f"header must be a Header, got {type(header).__name__}")
+  _check_header(header)  # Already done at construction; cheap, and guards object.__setattr__.
+  if isinstance(strings, (bytes, bytearray, str)):
+    raise ValueError("strings must be a sequence of byte strings, not a single one")
+  strings = list(strings)
+  if not 1 <= len(strings) <= MAX_STRINGS:
+    raise ValueError(f"need 1..{MAX_STRINGS} strings, got {len(strings)}")
+  for i, s in enumerate(strings):
+    if not isinstance(s, (bytes, bytearray, memoryview)):
+      raise ValueError(f"string {i} must be bytes, got {type(s).__name__}")
+    if len(s) >= 2**32:
+      raise ValueError(f"string {i} is too long ({len(s)} bytes)")
+  codec_id = header.codec_id.encode("ascii")
+  prng_impl = header.prng_impl.encode("ascii")
+  head = b"".join([
+      MAGIC, _U8.pack(FORMAT_VERSION),
+      _U8.pack(len(codec_id)), codec_id,
+      header.fingerprint,
+      _SIZES.pack(header.height, header.width, header.padded_height, header.padded_width),
+      _U64.pack(header.seed),
+      _U8.pack(len(prng_impl)), prng_impl,
+      _U8.pack(len(strings)),
+      *(_U32.pack(len(s)) for s in strings),
+  ])
+  payload = b"".join(bytes(s) for s in strings)
+  crc = zlib.crc32(payload, zlib.crc32(head))
+  return head + _U32.pack(crc) + payload
+
+
+class _Reader:
+  """A cursor over the file that turns running off its end into a clear error."""
+
+  def __init__(self, data: bytes):
+    self.data = data
+    self.pos = 0
+
+  def take(self, n: int, what: str) -> bytes:
+    if self.pos + n > len(self.data):
+      raise BitstreamError(f"file truncated while reading the {what}")
+    out = self.data[self.pos:self.pos + n]
+    self.pos += n
+    return out
+
+  def read(self, fmt: struct.Struct, what: str) -> tuple[int, ...]:
+    return fmt.unpack(self.take(fmt.size, what))
+
+  def text(self, what: str, max_len: int) -> str:
+    (n,) = self.read(_U8, f"{what} length")
+    if not 1 <= n <= max_len:
+      raise BitstreamError(f"bad {what} length {n} (must be 1..{max_len})")
+    raw = self.take(n, what)
+    try:
+      return raw.decode("ascii")
+    except UnicodeDecodeError:
+      raise BitstreamError(f"{what} is not ASCII") from None
+
+
+def unpack(data: bytes) -> tuple[Header, list[bytes]]:
+  """Parses and validates a .dcic file; any problem raises BitstreamError with one line."""
+  if not isinstance(data, (bytes, bytearray, memoryview)):
+    raise TypeError(f"unpack needs bytes, got {type(data).__name__}")
+  data = bytes(data)
+  if len(data) < MIN_FILE_BYTES:
+    raise BitstreamError(f"not a .dcic file or truncated: {len(data)} bytes, "
+                         f"a .dcic file has at least {MIN_FILE_BYTES}")
+  if data[:len(MAGIC)] != MAGIC:
+    raise BitstreamError("not a .dcic file (bad magic)")
+  version = data[len(MAGIC)]
+  if version != FORMAT_VERSION:
+    raise BitstreamError(f"unsupported .dcic format version {version} "
+                         f"(this build reads version {FORMAT_VERSION})")
+
+  r = _Reader(data)
+  r.pos = len(MAGIC) + 1
+  codec_id = r.text("codec id", MAX_CODEC_ID)
+  fingerprint = r.take(FINGERPRINT_BYTES, "fingerprint")
+  height, width, padded_height, padded_width = r.read(_SIZES, "image size")
+  (seed,) = r.read(_U64, "seed")
+  prng_impl = r.text("prng impl", MAX_PRNG_IMPL)
+  try:
+    header = Header(codec_id, fingerprint, height, width, padded_height, padded_width, seed,
+                    prng_impl)
+  except ValueError as e:
+    raise BitstreamError(f"bad .dcic header: {e}") from None
+
+  (n_strings,) = r.read(_U8, "string count")
+  if not 1 <= n_strings <= MAX_STRINGS:
+    raise BitstreamError(f"bad string count {n_strings} (must be 1..{MAX_STRINGS})")
+  lengths = [r.read(_U32, "string lengths")[0] for _ in range(n_strings)]
+  for i, n in enumerate(lengths):
+    if n > len(data):
+      raise BitstreamError(f"string {i} length {n} exceeds the file size {len(data)}")
+  crc_pos = r.pos
+  (crc,) = r.read(_U32, "CRC")
+
+  expected, found = sum(lengths), len(data) - r.pos
+  if found < expected:
+    raise BitstreamError(f"file truncated: header says {expected} payload bytes, found {found}")
+  if found > expected:
+    raise BitstreamError(f"trailing garbage: header says {expected} payload bytes, found {found}")
+  if zlib.crc32(data[r.pos:], zlib.crc32(data[:crc_pos])) != crc:
+    raise BitstreamError("corrupted .dcic file (CRC mismatch)")
+
+  strings = []
+  for n in lengths:
+    strings.append(r.take(n, "payload"))
+  return header, strings
+
+
+def check_model(header: Header, codec_id: str, fingerprint: bytes) -> None:
+  """Refuses to decode with a model other than the one that encoded (it would give garbage)."""
+  if header.codec_id != codec_id or header.fingerprint != bytes(fingerprint):
+    raise BitstreamError(
+        f"file was written by codec {header.codec_id!r} (fingerprint {header.fingerprint.hex()}), "
+        f"this checkpoint is {codec_id!r} ({bytes(fingerprint).hex()})")
+
+
+def write_atomic(path, data: bytes) -> None:
+  """Writes via a temp file in the same directory + os.replace: readers never see half a file.
+
+  An OSError (missing directory, no permission, disk full) becomes a one-line UserError; the
+  destination is left untouched and no temp file remains.
+  """
+  path = os.fspath(path)
+  directory = os.path.dirname(path) or "."
+  tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+  fd = None
+  try:
+    # 0o666 & ~umask like an ordinary file (mkstemp would make it 0o600).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    with os.fdopen(fd, "wb") as f:
+      fd = None  # Owned (and closed) by f from here on.
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException as e:
+    if fd is not None:
+      os.close(fd)
+    try:
+      os.remove(tmp)
+    except OSError:
+      pass
+    if isinstance(e, OSError):
+      raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    raise
+  _fsync_dir(directory)
+
+
+def _fsync_dir(directory: str) -> None:
+  """Makes the rename itself durable (POSIX); best effort elsewhere."""
+  try:
+    fd = os.open(directory, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+
+
+def read_file(path) -> bytes:
+  """Reads a whole .dcic file, turning OS errors into one-line user errors."""
+  path = os.fspath(path)
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except FileNotFoundError:
+    raise UserError(f"no such file: {path}") from None
+  except OSError as e:
+    raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+  if not data:
+    raise BitstreamError(f"{path} is empty, not a .dcic file")
+  return data

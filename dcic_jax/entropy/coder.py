@@ -1,0 +1,146 @@
+"""Integer coding tables and the range coder (constriction) for quantised latents.
+
+A `TableSet` holds K discrete distributions as integer counts summing to 2**PRECISION, each over
+the symbols [offset_k, offset_k + size_k - 1] plus one escape symbol. The tables are built once
+(post-training, `codec.build_tables`) and stored with the model, so encoder and decoder feed the
+coder identical integers on every platform; the coder itself (constriction's range coder) is
+deterministic integer code. Values outside a table's range are sent as the escape symbol
+followed by an Elias-gamma-style code of the value through uniform models (rare by design:
+the ranges cover all but ~1e-9 of each distribution's mass).
+
+Symbols are coded grouped by table (one batch call per table, in table order) and the escaped
+values last; the decoder knows each symbol's table, so it regroups identically.
+"""
+import dataclasses
+
+import constriction
+import numpy as np
+
+PRECISION = 16          # counts sum to 2**16; every symbol (and the escape) has count >= 1
+_CHUNK_BITS = 16        # escaped magnitudes are sent in 16-bit chunks
+_MAX_ESCAPE_BITS = 48
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSet:
+  counts: np.ndarray    # [sum(sizes + 1)] uint32, tables concatenated, escape count last in each
+  starts: np.ndarray    # [K] int64 start of table k in `counts`
+  sizes: np.ndarray     # [K] int32 number of in-range symbols of table k
+  offsets: np.ndarray   # [K] int32 value of table k's first symbol
+
+  def to_tree(self) -> dict:
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+  @classmethod
+  def from_tree(cls, tree: dict) -> "TableSet":
+    return cls(counts=np.asarray(tree["counts"], np.uint32), starts=np.asarray(tree["starts"], np.int64),
+               sizes=np.asarray(tree["sizes"], np.int32), offsets=np.asarray(tree["offsets"], np.int32))
+
+  def probabilities(self, k: int) -> np.ndarray:
+    """Table k as float64 probabilities (exact dyadic values, so constriction's scaling is exact)."""
+    c = self.counts[self.starts[k]:self.starts[k] + self.sizes[k] + 1]
+    return c.astype(np.float64) / float(1 << PRECISION)
+
+
+def quantize_pmf(pmf: np.ndarray) -> np.ndarray:
+  """float pmf over n symbols (+ implicit escape = leftover mass) -> n + 1 integer counts.
+
+  Every count >= 1 and the total is exactly 2**PRECISION; rounding slack goes to/from the
+  largest entries.
+  """
+  pmf = np.clip(np.asarray(pmf, np.float64), 0.0, None)
+  escape = max(1.0 - pmf.sum(), 0.0)
+  p = np.append(pmf, escape)
+  total = 1 << PRECISION
+  if len(p) > total // 2:
+    raise ValueError(f"table of {len(p)} symbols is too large for {PRECISION}-bit counts")
+  counts = np.maximum(np.floor(p / p.sum() * total), 1).astype(np.int64)
+  diff = total - counts.sum()
+  order = np.argsort(-counts[:-1], kind="stable")  # adjust in-range symbols, largest first
+  i = 0
+  while diff != 0:
+    j = order[i % len(order)]
+    step = 1 if diff > 0 else -1
+    if counts[j] + step >= 1:
+      counts[j] += step
+      diff -= step
+    i += 1
+  return counts.astype(np.uint32)
+
+
+def make_tableset(pmfs: list[np.ndarray], offsets: list[int]) -> TableSet:
+  counts = [quantize_pmf(p) for p in pmfs]
+  sizes = np.array([len(c) - 1 for c in counts], np.int32)
+  starts = np.concatenate([[0], np.cumsum([len(c) for c in counts])[:-1]]).astype(np.int64)
+  return TableSet(np.concatenate(counts), starts, sizes, np.asarray(offsets, np.int32))
+
+
+def _zigzag(v: np.ndarray) -> np.ndarray:
+  v = v.astype(np.int64)
+  return np.where(v >= 0, 2 * v, -2 * v - 1)
+
+
+def _unzigzag(u: np.ndarray) -> np.ndarray:
+  return np.where(u % 2 == 0, u // 2, -(u + 1) // 2)
+
+
+def encode(values: np.ndarray, table_idx: np.ndarray, tables: TableSet) -> bytes:
+  """Range-code integer `values` (any shape), value i with table `table_idx[i]`."""
+  values = np.asarray(values).reshape(-1).astype(np.int64)
+  table_idx = np.asarray(table_idx).reshape(-1)
+  enc = constriction.stream.queue.RangeEncoder()
+  escaped = []
+  for k in np.unique(table_idx):
+    v = values[table_idx == k] - tables.offsets[k]
+    out = (v < 0) | (v >= tables.sizes[k])
+    escaped.append(v[out])
+    sym = np.where(out, tables.sizes[k], v).astype(np.int32)
+    enc.encode(sym, constriction.stream.model.Categorical(tables.probabilities(k), perfect=False))
+  escaped = np.concatenate(escaped) if escaped else np.zeros(0, np.int64)
+  if escaped.size:
+    _encode_escapes(enc, escaped)
+  return enc.get_compressed().tobytes()
+
+
+def decode(data: bytes, table_idx: np.ndarray, tables: TableSet) -> np.ndarray:
+  """Inverse of `encode`: int32 values, shaped like `table_idx`."""
+  shape = np.shape(table_idx)
+  table_idx = np.asarray(table_idx).reshape(-1)
+  buf = np.frombuffer(data[:len(data) - len(data) % 4], np.uint32).copy()
+  dec = constriction.stream.queue.RangeDecoder(buf)
+  out = np.empty(table_idx.size, np.int64)
+  esc_pos = []
+  for k in np.unique(table_idx):
+    pos = np.nonzero(table_idx == k)[0]
+    sym = dec.decode(constriction.stream.model.Categorical(tables.probabilities(k), perfect=False), pos.size)
+    out[pos] = sym.astype(np.int64) + tables.offsets[k]
+    esc_pos.append((pos[sym == tables.sizes[k]], tables.offsets[k]))
+  n_esc = sum(p.size for p, _ in esc_pos)
+  if n_esc:
+    v = _decode_escapes(dec, n_esc)
+    i = 0
+    for pos, off in esc_pos:
+      out[pos] = v[i:i + pos.size] + off
+      i += pos.size
+  return out.astype(np.int32).reshape(shape)
+
+
+def _encode_escapes(enc, v: np.ndarray) -> None:
+  """Offset-relative escaped values: zigzag, bit length (uniform), then 16-bit chunks (uniform)."""
+  u = _zigzag(v)
+  nbits = np.array([int(x).bit_length() for x in u], np.int32)
+  if nbits.max() > _MAX_ESCAPE_BITS:
+    raise ValueError("latent value out of the coder's range (|v| >= 2**47)")
+  enc.encode(nbits, constriction.stream.model.Uniform(_MAX_ESCAPE_BITS + 1))
+  for x, n in zip(u, nbits):
+    for c in range(0, int(n), _CHUNK_BITS):
+      enc.encode(np.array([(int(x) >> c) & 0xFFFF], np.int32), constriction.stream.model.Uniform(1 << _CHUNK_BITS))
+
+
+def _decode_escapes(dec, n: int) -> np.ndarray:
+  nbits = dec.decode(constriction.stream.model.Uniform(_MAX_ESCAPE_BITS + 1), n)
+  u = np.zeros(n, np.int64)
+  for i, nb in enumerate(nbits):
+    for c in range(0, int(nb), _CHUNK_BITS):
+      u[i] |= int(dec.decode(constriction.stream.model.Uniform(1 << _CHUNK_BITS), 1)[0]) << c
+  return _unzigzag(u)

@@ -1,0 +1,9 @@
+"""User-facing errors: the CLI prints them as one line and exits non-zero, without a traceback."""
+
+
+class UserError(Exception):
+  """Bad input from the user (a file, a flag, a config value): reported as one clear line."""
+
+
+class BitstreamError(UserError):
+  """A .dcic file that cannot be decoded (truncated, corrupted, wrong model, wrong version...)."""

@@ -1,0 +1,120 @@
+"""Encode/decode time per Kodak image: our codecs vs CompressAI's ScaleHyperprior, same run.
+
+  python experiments/bench_codec.py [--kodak ../shared/data/kodak] [--images 6] [--torch-python PY]
+
+The baseline is CompressAI 1.2.8 `ScaleHyperprior(N, M)` (random init, `update()`d) run in
+the PyTorch reference venv (`../shared/tools/torch-reference-env.sh`). Its state dict is
+converted into our `bmshj2018` so both sides code the same model; then each side times
+compress (file bytes) and decompress (x_hat) per image, after one warm-up per image shape
+(jit compile, torch lazy init). Also times the shipped checkpoints. Prints ratios ours/theirs.
+"""
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from dcic_jax.codecs import codec as codec_lib  # noqa: E402
+from dcic_jax.data.images import list_images, load_rgb  # noqa: E402
+
+TORCH_SIDE = r'''
+import json, sys, time
+import numpy as np, torch
+from PIL import Image
+from compressai.models import ScaleHyperprior
+N, M, out_npz, paths = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+torch.manual_seed(0)
+net = ScaleHyperprior(N, M).eval()
+net.update(force=True)
+np.savez(out_npz, **{k: v.detach().numpy() for k, v in net.state_dict().items()})
+def load(p):
+  x = torch.from_numpy(np.asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+  h, w = x.shape[2:]
+  return torch.nn.functional.pad(x, (0, (-w) % 64, 0, (-h) % 64), mode="replicate")
+res = []
+with torch.no_grad():
+  seen = set()
+  for p in paths:
+    x = load(p)
+    if x.shape not in seen:  # warm-up per shape
+      seen.add(x.shape); o = net.compress(x); net.decompress(o["strings"], o["shape"])
+    t0 = time.perf_counter(); o = net.compress(x); t1 = time.perf_counter()
+    net.decompress(o["strings"], o["shape"]); t2 = time.perf_counter()
+    res.append(dict(image=p, enc_s=t1 - t0, dec_s=t2 - t1, bytes=sum(len(s[0]) for s in o["strings"])))
+print(json.dumps(res))
+'''
+
+
+def time_ours(codec, images):
+  seen, rows = set(), []
+  for im in images:
+    if im.shape not in seen:  # warm-up per shape (jit compile)
+      seen.add(im.shape)
+      codec.decompress(codec.compress(im))
+    t0 = time.perf_counter()
+    data = codec.compress(im)
+    t1 = time.perf_counter()
+    codec.decompress(data)
+    t2 = time.perf_counter()
+    rows.append(dict(enc_s=t1 - t0, dec_s=t2 - t1, bytes=len(data)))
+  return rows
+
+
+def mean(rows, k):
+  return float(np.mean([r[k] for r in rows]))
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--kodak", default=str(REPO.parent / "shared" / "data" / "kodak"))
+  ap.add_argument("--images", type=int, default=6, help="number of Kodak images (0 = all 24)")
+  ap.add_argument("--N", type=int, default=128)
+  ap.add_argument("--M", type=int, default=192)
+  ap.add_argument("--torch-python", default=os.path.expanduser("~/.torch-ref-venv/bin/python"))
+  args = ap.parse_args()
+  paths = list_images(args.kodak)[: args.images or None]
+  images = [load_rgb(p) for p in paths]
+  print(f"{len(images)} Kodak images, CPU cores: {os.cpu_count()}")
+
+  results = {}
+  if pathlib.Path(args.torch_python).is_file():
+    with tempfile.TemporaryDirectory() as tmp:
+      npz = os.path.join(tmp, "sd.npz")
+      p = subprocess.run([args.torch_python, "-c", TORCH_SIDE, str(args.N), str(args.M), npz] + [str(x) for x in paths],
+                         capture_output=True, text=True)
+      if p.returncode:
+        print("CompressAI baseline failed:\n" + p.stderr[-2000:])
+      else:
+        theirs = json.loads(p.stdout.strip().splitlines()[-1])
+        from dcic_jax.codecs.compressai_import import convert_state_dict
+        sd = dict(np.load(npz))
+        config, params = convert_state_dict("bmshj2018-hyperprior", sd)
+        ours = time_ours(codec_lib.make_codec_from_params("bmshj2018", config, params), images)
+        results[f"CompressAI ScaleHyperprior({args.N},{args.M})"] = theirs
+        results[f"ours bmshj2018 (same weights)"] = ours
+  else:
+    print(f"no PyTorch reference at {args.torch_python}: baseline skipped")
+  for ckpt in sorted((REPO / "checkpoints").glob("*-q3/codec.json")):
+    results[f"ours {ckpt.parent.name} (shipped)"] = time_ours(codec_lib.load(ckpt.parent), images)
+
+  print(f"\n| codec | enc s/img | dec s/img | KB/img |\n|---|---|---|---|")
+  for name, rows in results.items():
+    print(f"| {name} | {mean(rows, 'enc_s'):.3f} | {mean(rows, 'dec_s'):.3f} | {mean(rows, 'bytes') / 1024:.1f} |")
+  keys = list(results)
+  if len(keys) >= 2 and keys[0].startswith("CompressAI"):
+    t, o = results[keys[0]], results[keys[1]]
+    print(f"\nratio ours/CompressAI (same model): encode {mean(o, 'enc_s') / mean(t, 'enc_s'):.2f}x, "
+          f"decode {mean(o, 'dec_s') / mean(t, 'dec_s'):.2f}x, "
+          f"encode+decode {(mean(o, 'enc_s') + mean(o, 'dec_s')) / (mean(t, 'enc_s') + mean(t, 'dec_s')):.2f}x "
+          "(target <= 0.8x)")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,189 @@
+"""Benchmark the diffusion prior: training throughput against diffusers, and DDIM-50 sampling.
+
+Measures, in one run and on the same machine:
+  1. train-step images/s of our UNet (L_simple loss + grad + AdamW, one jitted step) and of
+     diffusers' `UNet2DModel` built from the same configuration (PyTorch, same loss and
+     optimiser), and their ratio;
+  2. DDIM sampling time per image (50 respaced steps, η = 0) at 64×64 with our UNet.
+
+The defaults are small enough for a few minutes on a 2-core CPU:
+
+  python experiments/bench_unet.py
+  python experiments/bench_unet.py --torch-python ~/.torch-ref-venv/bin/python  # baseline from
+                                                              # another interpreter with torch
+  python experiments/bench_unet.py --base-channels 128 --channel-mult 1,2,2,2 --image-size 64 \
+      --batch 32 --num-res-blocks 2 --attention-levels 2,3  # a realistic prior (GPU)
+
+When neither this interpreter nor --torch-python can import torch and diffusers, the baseline is
+reported as unavailable.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+def _diffusers_config(args) -> dict:
+  """The diffusers UNet2DModel config.json equivalent to the flags (the source of truth for
+  both networks: ours is built from it with `convert.unet_config_from_diffusers`)."""
+  levels = len(args.channel_mult)
+  attn = [l in args.attention_levels for l in range(levels)]
+  return dict(
+      _class_name="UNet2DModel", sample_size=args.image_size, in_channels=3, out_channels=3,
+      block_out_channels=[args.base_channels * m for m in args.channel_mult],
+      layers_per_block=args.num_res_blocks,
+      down_block_types=["AttnDownBlock2D" if a else "DownBlock2D" for a in attn],
+      up_block_types=["AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)],
+      attention_head_dim=args.head_channels, norm_num_groups=32,
+      resnet_time_scale_shift="scale_shift" if args.scale_shift else "default",
+      attn_norm_num_groups=32 if args.scale_shift else None)
+
+
+def _timed(fn, steps: int, warmup: int) -> float:
+  """Seconds per call of `fn` after `warmup` untimed calls (compilation included there)."""
+  for _ in range(warmup):
+    fn()
+  start = time.perf_counter()
+  for _ in range(steps):
+    fn()
+  return (time.perf_counter() - start) / steps
+
+
+# ------------------------------------------------------------------------------------------------
+# PyTorch / diffusers baseline.
+# ------------------------------------------------------------------------------------------------
+
+def torch_train_step_seconds(args) -> tuple[float, int]:
+  """(seconds per diffusers train step, parameter count); ImportError without torch/diffusers."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from diffusers import UNet2DModel  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  config = {k: v for k, v in _diffusers_config(args).items() if not k.startswith("_")}
+  model = UNet2DModel(**config).train()
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+  alphas_cumprod = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
+  x0 = torch.rand(args.batch, 3, args.image_size, args.image_size) * 2 - 1
+
+  def step():
+    t = torch.randint(0, 1000, (args.batch,))
+    eps = torch.randn_like(x0)
+    a = alphas_cumprod[t][:, None, None, None]
+    loss = torch.mean((model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t).sample - eps) ** 2)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+
+  return _timed(step, args.steps, args.warmup), sum(p.numel() for p in model.parameters())
+
+
+def _baseline(args) -> tuple[float | None, str]:
+  """(seconds per step or None, where it ran + parameter count / why not)."""
+  if args.torch_python:
+    cmd = [args.torch_python, os.path.abspath(__file__), "--baseline-only"] + sys.argv[1:]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+    if out.returncode or not lines:
+      return None, f"{args.torch_python} failed: {out.stderr.strip().splitlines()[-1:]}"
+    result = json.loads(lines[-1])
+    return result["seconds"], (f"torch {result['torch']} via {args.torch_python}, "
+                               f"{result['n_params'] / 1e6:.2f} M parameters")
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    seconds, n_params = torch_train_step_seconds(args)
+    return seconds, f"torch {torch.__version__}, {n_params / 1e6:.2f} M parameters"
+  except ImportError as e:
+    return None, f"baseline unavailable: {e} (pass --torch-python PATH of an interpreter " \
+        "with torch and diffusers)"
+
+
+# ------------------------------------------------------------------------------------------------
+# Ours.
+# ------------------------------------------------------------------------------------------------
+
+def jax_benchmarks(args) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  # pylint: disable-next=g-import-not-at-top
+  from dcic_jax.diffusion import convert, samplers, schedules, train, unet
+
+  cfg = convert.unet_config_from_diffusers(_diffusers_config(args))
+  tc = train.default_prior_config().train
+  tc.update(learning_rate=1e-4, warmup_steps=1, weight_decay=0.0)
+  tx = train.make_optimizer(tc)
+  schedule = schedules.make_schedule("linear", 1000)
+  step_fn = jax.jit(train.make_train_step(unet.UNet(cfg), tx, schedule, 0.9999),
+                    donate_argnums=(0,))
+  state = jax.jit(lambda k: train.create_train_state(cfg, tx, k))(jax.random.key(0))
+  x0 = jnp.asarray(np.random.default_rng(0).uniform(
+      -1, 1, (args.batch, args.image_size, args.image_size, 3)), jnp.float32)
+  key = jax.random.key(1)
+  holder = [state]
+
+  def step():
+    holder[0], metrics = step_fn(holder[0], x0, key)
+    jax.block_until_ready(metrics)
+
+  train_s = _timed(step, args.steps, args.warmup)
+
+  params = unet.random_params(cfg, seed=0)
+  sample = jax.jit(samplers.make_ddim_sampler(unet.make_eps_fn(unet.UNet(cfg)),
+                                              schedules.respace(schedule, args.ddim_steps)),
+                   static_argnums=2)
+  shape = (args.sample_batch, args.sample_size, args.sample_size, 3)
+  sample_s = _timed(lambda: jax.block_until_ready(sample(params, key, shape)), 1, 1)
+  n_params = sum(a.size for a in jax.tree.leaves(params))
+  return dict(train_s=train_s, sample_s_per_image=sample_s / args.sample_batch,
+              n_params=n_params, device=str(jax.devices()[0]), cfg=cfg)
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ints = lambda s: [int(v) for v in s.split(",") if v]
+  p.add_argument("--image-size", type=int, default=32, help="training crop size")
+  p.add_argument("--batch", type=int, default=8, help="training batch")
+  p.add_argument("--base-channels", type=int, default=32)
+  p.add_argument("--channel-mult", type=ints, default=[1, 2, 2])
+  p.add_argument("--num-res-blocks", type=int, default=1)
+  p.add_argument("--attention-levels", type=ints, default=[2])
+  p.add_argument("--head-channels", type=int, default=32)
+  p.add_argument("--scale-shift", type=int, default=1, help="1: ADM scale-shift; 0: additive")
+  p.add_argument("--steps", type=int, default=5, help="timed train steps")
+  p.add_argument("--warmup", type=int, default=2, help="untimed train steps (compilation)")
+  p.add_argument("--ddim-steps", type=int, default=50)
+  p.add_argument("--sample-size", type=int, default=64)
+  p.add_argument("--sample-batch", type=int, default=2)
+  p.add_argument("--torch-python", default="",
+                 help="interpreter with torch + diffusers for the baseline (default: this one)")
+  p.add_argument("--baseline-only", action="store_true", help=argparse.SUPPRESS)
+  args = p.parse_args()
+
+  if args.baseline_only:  # child process of --torch-python
+    import torch  # pylint: disable=g-import-not-at-top
+    seconds, n_params = torch_train_step_seconds(args)
+    print(json.dumps({"seconds": seconds, "n_params": n_params, "torch": torch.__version__}))
+    return
+
+  ours = jax_benchmarks(args)
+  print(f"UNet: {ours['n_params'] / 1e6:.2f} M parameters, {args.image_size}x{args.image_size} "
+        f"crops, batch {args.batch}, on {ours['device']}")
+  ours_ips = args.batch / ours["train_s"]
+  print(f"  ours (JAX/Flax)      train step {ours['train_s'] * 1e3:8.1f} ms  "
+        f"{ours_ips:8.1f} images/s")
+  torch_s, where = _baseline(args)
+  if torch_s is None:
+    print(f"  diffusers baseline: {where}")
+  else:
+    print(f"  diffusers UNet2DModel train step {torch_s * 1e3:8.1f} ms  "
+          f"{args.batch / torch_s:8.1f} images/s  ({where})")
+    print(f"  ratio ours/diffusers: {ours_ips / (args.batch / torch_s):.2f}x images/s")
+  print(f"DDIM-{args.ddim_steps} sampling, {args.sample_size}x{args.sample_size}, batch "
+        f"{args.sample_batch}: {ours['sample_s_per_image']:.2f} s per image")
+
+
+if __name__ == "__main__":
+  main()

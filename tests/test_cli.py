@@ -1,0 +1,100 @@
+"""The command line: round trips, one-line errors with exit status 2, no partial outputs."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import IMAGES, REPO, tiny_codec
+from dcic_jax import cli
+from dcic_jax.entropy.bitstream import write_atomic
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+  from dcic_jax import checkpointing
+  c = tiny_codec("mbt2018-mean")
+  path = tmp_path_factory.mktemp("ckpt") / "tiny"
+  checkpointing.save_export(path, c.codec_id, c.config, c.params, c.tables, {}, c.fingerprint.hex())
+  return path
+
+
+def _run(*args):
+  return cli.main([str(a) for a in args])
+
+
+def test_compress_decompress(tmp_path, ckpt, capsys):
+  src = IMAGES / "kodim15_crop.png"
+  assert _run("compress", src, tmp_path / "a.dcic", "--checkpoint", ckpt, "--seed", "5") == 0
+  assert "bpp" in capsys.readouterr().out
+  assert _run("decompress", tmp_path / "a.dcic", tmp_path / "a.png", "--checkpoint", ckpt) == 0
+  out = np.asarray(Image.open(tmp_path / "a.png"))
+  assert out.shape == np.asarray(Image.open(src)).shape
+
+
+@pytest.mark.parametrize("mode,ok", [("L", True), ("P", True), ("I;16", True), ("RGBA", True), ("RGBA-transparent", False),
+                                     ("F", False)])
+def test_input_modes(tmp_path, ckpt, capsys, mode, ok):
+  rgb = np.asarray(Image.open(IMAGES / "kodim04_crop.png"))[:40, :50]
+  if mode == "RGBA-transparent":
+    a = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    a[0, 0, 3] = 0
+    im = Image.fromarray(a, "RGBA")
+  elif mode == "I;16":
+    im = Image.fromarray((rgb[..., 0].astype(np.uint16) * 257), "I;16")
+  elif mode == "F":
+    im = Image.fromarray(rgb[..., 0].astype(np.float32), "F")
+  elif mode == "RGBA":
+    im = Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), "RGBA")
+  else:
+    im = Image.fromarray(rgb).convert(mode)
+  src = tmp_path / ("in.tif" if mode in ("F", "I;16") else "in.png")
+  im.save(src)
+  rc = _run("compress", src, tmp_path / "o.dcic", "--checkpoint", ckpt)
+  err = capsys.readouterr().err
+  if ok:
+    assert rc == 0
+  else:
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("error:")
+    assert not (tmp_path / "o.dcic").exists()
+
+
+def test_bad_inputs_give_one_line_and_no_output(tmp_path, ckpt, capsys):
+  good = tmp_path / "good.dcic"
+  assert _run("compress", IMAGES / "kodim15_crop.png", good, "--checkpoint", ckpt) == 0
+  data = good.read_bytes()
+  cases = {
+      "missing.dcic": None,
+      "trunc.dcic": data[:len(data) // 2],
+      "flip.dcic": data[:-5] + bytes([data[-5] ^ 1]) + data[-4:],
+      "magic.dcic": b"XXXX" + data[4:],
+      "empty.dcic": b"",
+  }
+  for name, content in cases.items():
+    if content is not None:
+      write_atomic(tmp_path / name, content)
+    out = tmp_path / (name + ".png")
+    assert _run("decompress", tmp_path / name, out, "--checkpoint", ckpt) == 2, name
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1, (name, err)
+    assert not out.exists()
+  # Wrong model: another tiny codec's file.
+  other = tiny_codec("bmshj2018")
+  write_atomic(tmp_path / "other.dcic", other.compress(np.zeros((8, 8, 3), np.uint8)))
+  assert _run("decompress", tmp_path / "other.dcic", tmp_path / "x.png", "--checkpoint", ckpt) == 2
+  assert "codec" in capsys.readouterr().err
+  # Not an image; a checkpoint that isn't one.
+  (tmp_path / "t.png").write_text("hello")
+  assert _run("compress", tmp_path / "t.png", tmp_path / "t.dcic", "--checkpoint", ckpt) == 2
+  assert _run("compress", IMAGES / "kodim15_crop.png", tmp_path / "t.dcic", "--checkpoint", tmp_path) == 2
+  assert not (tmp_path / "t.dcic").exists()
+
+
+def test_no_traceback_from_the_real_process(tmp_path):
+  (tmp_path / "junk.dcic").write_bytes(b"DCIC" + bytes(100))
+  p = subprocess.run([sys.executable, "-m", "dcic_jax", "decompress", str(tmp_path / "junk.dcic"),
+                      str(tmp_path / "o.png")], capture_output=True, text=True, cwd=REPO, timeout=120)
+  assert p.returncode == 2 and "Traceback" not in p.stderr
+  assert p.stderr.strip().count("\n") == 0 and p.stderr.startswith("error:")
+  assert not (tmp_path / "o.png").exists()

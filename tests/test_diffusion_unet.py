@@ -1,0 +1,92 @@
+"""The ε-network (Ho et al. 2020 UNet; Dhariwal & Nichol 2021 ADM options)."""
+import dataclasses
+import functools
+import math
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dcic_jax.diffusion import unet
+
+TINY = unet.UNetConfig(base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+                       attention_levels=(1,), norm_groups=8, num_heads=2, learn_sigma=True)
+
+
+@functools.lru_cache
+def _compiled_apply(cfg, x_shape):
+  """UNet(cfg).apply compiled once per (config, input shape), without LLVM optimisation
+  (about half the compile time on this CPU; same numbers within these tolerances)."""
+  x = jax.ShapeDtypeStruct(x_shape, jnp.float32)
+  t = jax.ShapeDtypeStruct(x_shape[:1], jnp.int32)
+  params = jax.eval_shape(lambda: unet.random_params(cfg, 0))
+  return jax.jit(lambda p, x, t: unet.UNet(cfg).apply({"params": p}, x, t)).lower(
+      params, x, t).compile(compiler_options={"xla_backend_optimization_level": 0})
+
+
+def _apply(cfg, params, x, t):
+  return _compiled_apply(cfg, x.shape)(params, x, jnp.asarray(t, jnp.int32))
+
+
+def _x(shape, seed):
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def test_learned_sigma_returns_the_eps_half_and_runs_on_larger_images():
+  params = unet.random_params(TINY, seed=0)
+  assert params["conv_out"]["kernel"].shape == (3, 3, 16, 6)
+  t = jnp.array([3, 900])
+  # Trained on any size, applied to a larger non-square image (fully convolutional).
+  x = _x((2, 16, 24, 3), 1)
+  eps = _apply(TINY, params, x, t)
+  assert eps.shape == (2, 16, 24, 3) and bool(jnp.all(jnp.isfinite(eps)))
+  sigma_changed = jax.tree.map(lambda a: a, params)
+  sigma_changed["conv_out"] = {
+      "kernel": params["conv_out"]["kernel"].at[..., 3:].add(1.0),
+      "bias": params["conv_out"]["bias"].at[3:].add(1.0)}
+  np.testing.assert_array_equal(_apply(TINY, sigma_changed, x, t), eps)
+  eps_other_t = _apply(TINY, params, x, jnp.array([4, 900]))
+  assert float(jnp.abs(eps_other_t[0] - eps[0]).max()) > 1e-4  # conditioned on t
+  np.testing.assert_allclose(eps_other_t[1], eps[1], atol=1e-6)  # per image
+  with pytest.raises(ValueError, match="multiple of 2"):
+    unet.UNet(TINY).apply({"params": params}, _x((1, 17, 16, 3), 2), t[:1])
+
+
+def test_remat_changes_nothing_but_memory():
+  remat = dataclasses.replace(TINY, remat=True)
+  shapes = lambda cfg: jax.tree.map(
+      lambda s: s.shape, jax.eval_shape(lambda: unet.init_params(cfg, jax.random.key(0), 16)))
+  assert shapes(remat) == shapes(TINY)  # same parameter tree, so checkpoints interchange
+  params = unet.random_params(TINY, seed=4)
+  x, t = _x((2, 16, 24, 3), 3), jnp.array([10, 500])
+  np.testing.assert_allclose(_apply(remat, params, x, t), _apply(TINY, params, x, t), atol=1e-6)
+
+
+def test_timestep_embedding_in_both_conventions():
+  t = jnp.array([0, 5, 999])
+  dim, half = 8, 4
+  adm = unet.timestep_embedding(t, dim)  # guided-diffusion: [cos, sin], freqs 10000^(-i/half)
+  freqs = np.exp(-math.log(10000) * np.arange(half) / half)
+  args = np.asarray(t)[:, None] * freqs
+  np.testing.assert_allclose(adm, np.concatenate([np.cos(args), np.sin(args)], 1), atol=1e-5)
+  ddpm = unet.timestep_embedding(t, dim, flip_sin_to_cos=False, freq_shift=1)  # DDPM/diffusers
+  freqs = np.exp(-math.log(10000) * np.arange(half) / (half - 1))
+  args = np.asarray(t)[:, None] * freqs
+  np.testing.assert_allclose(ddpm, np.concatenate([np.sin(args), np.cos(args)], 1), atol=1e-5)
+
+
+def test_config_from_a_config_dict_and_bad_values():
+  cfg = unet.UNetConfig(**{"channel_mult": [1, 2, 4], "attention_levels": [2]})
+  assert cfg.channel_mult == (1, 2, 4) and cfg.size_multiple == 4
+  hash(cfg)
+  with pytest.raises(ValueError, match="attention level"):
+    unet.UNetConfig(channel_mult=(1, 2), attention_levels=(2,))
+  with pytest.raises(ValueError, match="attention heads"):
+    bad = dataclasses.replace(TINY, num_heads=3)
+    jax.eval_shape(lambda: unet.init_params(bad, jax.random.key(0), 16))
+  flat = flax.traverse_util.flatten_dict(jax.eval_shape(
+      lambda: unet.init_params(dataclasses.replace(TINY, resblock_updown=True),
+                               jax.random.key(0), 16)))
+  assert ("down_0_resample", "conv_1", "kernel") in flat  # a residual block resamples
