@@ -16,11 +16,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.codec.M = 64                     # latent channels of y (zoo: 192 / 320)
   config.codec.quantizer = "noise"        # training proxy for rounding y: "noise" (Ballé) or "ste"
   config.codec.up_kernel = 3              # kernel of the sub-pixel (conv + depth-to-space) upsampling
-  config.codec.checkpoint = ""            # load this trained codec (a directory written by export) instead of training
 
   # ---- codec training (train.py) ----
   config.train_codec = ml_collections.ConfigDict()
-  config.train_codec.steps = 2000         # optimiser steps; 0 skips training (needs codec.checkpoint)
+  config.train_codec.steps = 2000         # optimiser steps; 0 skips training (evaluate eval.checkpoints instead)
   config.train_codec.lmbda = 0.0067       # rate-distortion weight: loss = lmbda * 255^2 * MSE + bpp
   config.train_codec.batch_size = 16      # global batch, split over all devices
   config.train_codec.crop_size = 64       # random square crops of the training photos

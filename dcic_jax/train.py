@@ -30,7 +30,7 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def codec_kwargs(config) -> dict:
-  return {k: v for k, v in config.codec.items() if k not in ("id", "checkpoint")}
+  return {k: v for k, v in config.codec.items() if k != "id"}
 
 
 def rd_loss(module, params, x_BHW3, rng, lmbda: float, aux_weight: float):

@@ -168,13 +168,15 @@ def main() -> None:
     print(json.dumps({"seconds": seconds, "n_params": n_params, "torch": torch.__version__}))
     return
 
+  # The baseline runs first, before JAX starts its thread pool, so neither competes with the
+  # other's (idle but present) threads.
+  torch_s, where = _baseline(args)
   ours = jax_benchmarks(args)
   print(f"UNet: {ours['n_params'] / 1e6:.2f} M parameters, {args.image_size}x{args.image_size} "
         f"crops, batch {args.batch}, on {ours['device']}")
   ours_ips = args.batch / ours["train_s"]
   print(f"  ours (JAX/Flax)      train step {ours['train_s'] * 1e3:8.1f} ms  "
         f"{ours_ips:8.1f} images/s")
-  torch_s, where = _baseline(args)
   if torch_s is None:
     print(f"  diffusers baseline: {where}")
   else:

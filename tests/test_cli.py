@@ -42,9 +42,9 @@ def test_input_modes(tmp_path, ckpt, capsys, mode, ok):
     a[0, 0, 3] = 0
     im = Image.fromarray(a, "RGBA")
   elif mode == "I;16":
-    im = Image.fromarray((rgb[..., 0].astype(np.uint16) * 257), "I;16")
+    im = Image.fromarray(rgb[..., 0].astype(np.uint16) * 257)  # mode I;16
   elif mode == "F":
-    im = Image.fromarray(rgb[..., 0].astype(np.float32), "F")
+    im = Image.fromarray(rgb[..., 0].astype(np.float32))  # mode F
   elif mode == "RGBA":
     im = Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), "RGBA")
   else:

@@ -69,5 +69,6 @@ def test_folder_crops_are_reproducible(tmp_path):
   b = list(itertools.islice(train.folder_crops(str(tmp_path), 16, 3, seed=1), 2))
   assert a[0].shape == (3, 16, 16, 3) and a[0].dtype == np.uint8
   np.testing.assert_array_equal(np.stack(a), np.stack(b))
-  with pytest.raises(ValueError, match="no PNG/JPEG image"):
+  from dcic_jax.errors import UserError
+  with pytest.raises(UserError, match="no image of at least"):
     next(train.folder_crops(str(tmp_path), 64, 1, seed=0))

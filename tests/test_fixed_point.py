@@ -41,3 +41,14 @@ def test_scale_index_is_integer_comparison(codec, image):
   _, _, _, index = codec.encode_latents(image)
   bounds = codec.tables["scale_bounds"]
   assert bounds.dtype.kind == "i" and index.min() >= 0 and index.max() < len(bounds)
+
+
+def test_scale_levels_are_picked_nearest_in_log_scale(codec):
+  from dcic_jax.codecs.codec import scale_table
+  s = scale_table()
+  bounds = codec.tables["scale_bounds"]
+  assert len(bounds) == len(s) - 1
+  for k in (0, 1, len(s) // 2, len(s) - 1):
+    for f in (0.985, 1.0, 1.015):  # within half a level step (levels are ≈6% apart) of level k
+      sigma_int = np.floor(s[k] * f * 2.0**fixed_point.A_FRAC)
+      assert np.searchsorted(bounds, sigma_int, side="left") == k

@@ -38,7 +38,7 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path):
 def test_loss_decreases_and_export_round_trips(tmp_path, image):
   from dcic_jax.codecs import codec as codec_lib
   from dcic_jax.train import train_codec
-  cfg = _config(30, lr=3e-3, ckpt_every=100, log_every=100)
+  cfg = _config(30, lr=3e-3, ckpt_every=100, log_every=5)
   cfg.export_dir = str(tmp_path / "export")
   from tensorboardX import SummaryWriter  # noqa: F401  (training writes TensorBoard scalars)
   _, params = train_codec(cfg, str(tmp_path / "run"))

@@ -23,7 +23,7 @@ from dcic_jax.errors import BitstreamError, UserError
 
 PAD_MULTIPLE = 64                  # total stride of g_a followed by h_a
 PRNG_IMPL = "threefry2x32"         # recorded in every header; the DCIC decoder builds its key with it
-SCALE_TABLE = (SCALE_BOUND, 256.0, 64)  # log-spaced Gaussian scales: min, max, levels (CompressAI's)
+SCALE_TABLE = (SCALE_BOUND, 256.0, 128)  # log-spaced Gaussian scales: min, max, levels
 TAIL_MASS = 1e-9                    # mass left outside every table's range (sent by escape coding)
 MAX_Z_RANGE = 4096                  # cap on a factorized table's symbol range
 
@@ -108,8 +108,7 @@ class Codec:
   # ---- coding ----
   def _hyper(self, z_hat: np.ndarray):
     mu_int, sigma_int = fixed_point.mu_sigma_int(self.qparams, self.spec, z_hat)
-    index = np.searchsorted(self.tables["scale_bounds"], sigma_int, side="left")
-    index = np.minimum(index, len(self.tables["scale_bounds"]) - 1)
+    index = np.searchsorted(self.tables["scale_bounds"], sigma_int, side="left")  # in [0, levels - 1]
     return fixed_point.to_float(mu_int), index
 
   def encode_latents(self, image_HW3: np.ndarray):
@@ -200,7 +199,10 @@ def build_tables(codec_id: str, config: dict, params) -> dict:
     y_pmfs.append(gaussian_pmf_np(s, np.arange(-r, r + 1)))
     y_offsets.append(-r)
   y_tables = coder.make_tableset(y_pmfs, y_offsets)
-  bounds = np.floor(scales * 2.0**fixed_point.A_FRAC).astype(np.int64)
+  # Each sigma takes the level nearest in log scale: thresholds at the geometric midpoints,
+  # as integers on the fixed-point grid of sigma. (Rounding up to the next level, CompressAI's
+  # choice, cost +2.6% rate on a scale-hyperprior image with 64 levels; this costs ~0%.)
+  bounds = np.floor(np.sqrt(scales[:-1] * scales[1:]) * 2.0**fixed_point.A_FRAC).astype(np.int64)
   return {"z": z_tables.to_tree(), "y": y_tables.to_tree(), "scale_bounds": bounds}
 
 

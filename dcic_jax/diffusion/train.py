@@ -31,6 +31,8 @@ import tqdm
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from dcic_jax.data.input_pipeline import load_folder, random_crops
+from dcic_jax.errors import UserError
 from dcic_jax.diffusion import losses
 from dcic_jax.diffusion.schedules import Schedule, make_schedule
 from dcic_jax.diffusion.unet import UNet, UNetConfig, init_params
@@ -128,29 +130,12 @@ def to_model_range(batch: np.ndarray) -> np.ndarray:
 
 def folder_crops(folder: str, crop_size: int, batch_size: int,
                  seed: int) -> Iterator[np.ndarray]:
-  """Endless uint8 [B, crop, crop, 3] batches of random crops (+ horizontal flips) of the
-  PNG/JPEG images in `folder`, decoded once with Pillow; `seed` drives a np.random.Generator."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  names = sorted(n for n in os.listdir(folder)
-                 if n.lower().endswith((".png", ".jpg", ".jpeg")))
-  images = []
-  for name in names:
-    with Image.open(os.path.join(folder, name)) as im:
-      a = np.asarray(im.convert("RGB"))
-    if min(a.shape[:2]) >= crop_size:
-      images.append(a)
+  """Endless uint8 [B, crop, crop, 3] random-crop batches of the images in `folder` that are at
+  least crop_size on each side (the codec's pipeline: `data/input_pipeline.py`)."""
+  images = [a for a in load_folder(folder) if min(a.shape[:2]) >= crop_size]
   if not images:
-    raise ValueError(f"no PNG/JPEG image of at least {crop_size}x{crop_size} in {folder!r}")
-  rng = np.random.default_rng(seed)
-  while True:
-    batch = np.empty((batch_size, crop_size, crop_size, 3), np.uint8)
-    for b in range(batch_size):
-      a = images[rng.integers(len(images))]
-      y = rng.integers(a.shape[0] - crop_size + 1)
-      x = rng.integers(a.shape[1] - crop_size + 1)
-      crop = a[y:y + crop_size, x:x + crop_size]
-      batch[b] = crop[:, ::-1] if rng.random() < 0.5 else crop
-    yield batch
+    raise UserError(f"no image of at least {crop_size}x{crop_size} in {folder!r}")
+  return random_crops(images, crop_size, batch_size, seed)
 
 
 def _prior_dir(workdir: str) -> str:

@@ -23,7 +23,7 @@ _MAX_ESCAPE_BITS = 48
 
 @dataclasses.dataclass(frozen=True)
 class TableSet:
-  counts: np.ndarray    # [sum(sizes + 1)] uint32, tables concatenated, escape count last in each
+  counts: np.ndarray    # [sum(sizes + 1)] uint16, tables concatenated, escape count last in each
   starts: np.ndarray    # [K] int64 start of table k in `counts`
   sizes: np.ndarray     # [K] int32 number of in-range symbols of table k
   offsets: np.ndarray   # [K] int32 value of table k's first symbol
@@ -33,7 +33,7 @@ class TableSet:
 
   @classmethod
   def from_tree(cls, tree: dict) -> "TableSet":
-    return cls(counts=np.asarray(tree["counts"], np.uint32), starts=np.asarray(tree["starts"], np.int64),
+    return cls(counts=np.asarray(tree["counts"], np.uint16), starts=np.asarray(tree["starts"], np.int64),
                sizes=np.asarray(tree["sizes"], np.int32), offsets=np.asarray(tree["offsets"], np.int32))
 
   def probabilities(self, k: int) -> np.ndarray:
@@ -65,7 +65,7 @@ def quantize_pmf(pmf: np.ndarray) -> np.ndarray:
       counts[j] += step
       diff -= step
     i += 1
-  return counts.astype(np.uint32)
+  return counts.astype(np.uint16)  # fits: with >= 2 entries of count >= 1, none exceeds 2**16 - 1
 
 
 def make_tableset(pmfs: list[np.ndarray], offsets: list[int]) -> TableSet:

@@ -49,7 +49,8 @@ class EntropyBottleneck(nn.Module):
     for i in range(len(dims) - 1):
       init = math.log(math.expm1(1.0 / scale / dims[i + 1]))
       mats.append(self.param(f"matrix{i}", lambda _, s, v=init: jnp.full(s, v), (c, dims[i + 1], dims[i])))
-      biases.append(self.param(f"bias{i}", lambda k, s: jax.random.uniform(k, s, minval=-0.5, maxval=0.5),
+      biases.append(self.param(f"bias{i}", lambda k, s: jax.random.uniform(k, (math.prod(s),), minval=-0.5,
+                                                                              maxval=0.5).reshape(s),
                                (c, dims[i + 1], 1)))
       if i < len(self.filters):
         factors.append(self.param(f"factor{i}", nn.initializers.zeros, (c, dims[i + 1], 1)))

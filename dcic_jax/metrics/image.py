@@ -78,8 +78,8 @@ def gaussian_window(size=11, sigma=1.5):
   return (g / g.sum()).astype(np.float32)
 
 
-def _blur_valid(x_BxHxWxC, g_K):
-  """Separable Gaussian with valid borders, H first then W (the reference's order).
+def separable_filter_valid(x_BxHxWxC, g_K):
+  """Separable 1-D filter g_K along H then W (the reference's order), valid borders.
 
   Each pass accumulates the K shifted slices in a `fori_loop`: O(K) work per pixel, a small
   graph to compile, and ~5× faster on CPU than XLA's depthwise convolution. A side shorter than
@@ -107,7 +107,7 @@ def _ssim_terms(x, y, g_K, data_range, k1, k2):
   c1 = (k1 * data_range) ** 2
   c2 = (k2 * data_range) ** 2
   # One blur over the five stacked maps keeps the traced graph (and compile time) small.
-  moments = _blur_valid(jnp.concatenate([x, y, x * x, y * y, x * y], axis=-1), g_K)
+  moments = separable_filter_valid(jnp.concatenate([x, y, x * x, y * y, x * y], axis=-1), g_K)
   mu_x, mu_y, e_xx, e_yy, e_xy = jnp.split(moments, 5, axis=-1)
   # Moments as E[xy] - E[x]E[y] (the reference's form; keeps float32 parity).
   var_x = e_xx - mu_x * mu_x

@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
+from dcic_jax.metrics.image import separable_filter_valid
+
 _BINOMIAL_5 = np.array([1.0, 4.0, 6.0, 4.0, 1.0], np.float32) / 16.0
 
 
@@ -95,24 +97,11 @@ def wasserstein_1d(a_N, b_M, p=1):
 
 
 def _binomial_blur(x_BxHxWxC, gain=1.0):
-  """Separable 5-tap binomial filter with mirrored borders (scipy 'mirror' = numpy 'reflect').
-
-  Taps are accumulated in a fori_loop: XLA on CPU compiles the unrolled sum ~2× slower and runs
-  a convolution ~10× slower.
-  """
+  """Separable 5-tap binomial filter with mirrored borders (scipy 'mirror' = numpy 'reflect')."""
   taps_K = jnp.asarray(_BINOMIAL_5 * gain)
-  k = taps_K.shape[0]
-  x = jnp.pad(x_BxHxWxC, ((0, 0), (k // 2, k // 2), (k // 2, k // 2), (0, 0)), mode="reflect")
-  for axis in (1, 2):
-    n = x_BxHxWxC.shape[axis]
-    src = x
-
-    def add_tap(i, acc, src=src, axis=axis, n=n):
-      return acc + taps_K[i] * jax.lax.dynamic_slice_in_dim(src, i, n, axis=axis)
-
-    shape = src.shape[:axis] + (n,) + src.shape[axis + 1:]
-    x = jax.lax.fori_loop(0, k, add_tap, jnp.zeros(shape, src.dtype))
-  return x
+  p = taps_K.shape[0] // 2
+  x = jnp.pad(x_BxHxWxC, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
+  return separable_filter_valid(x, taps_K)
 
 
 def _pyr_down(x_BxHxWxC):
