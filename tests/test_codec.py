@@ -89,3 +89,28 @@ def test_header_fields(image):
   header, strings = bitstream.unpack(codec.compress(image, seed=2**64 - 1))
   assert header.codec_id == "mbt2018-mean" and header.seed == 2**64 - 1
   assert header.fingerprint == codec.fingerprint and len(strings) == 2
+
+
+def test_inconsistent_padding_is_refused(image):
+  import dataclasses
+  codec = tiny_codec("bmshj2018")
+  header, strings = bitstream.unpack(codec.compress(image[:64, :64]))
+  bad = bitstream.pack(dataclasses.replace(header, padded_height=128), strings)
+  with pytest.raises(BitstreamError, match="padded size"):
+    codec.decompress(bad)
+
+
+@pytest.mark.parametrize("quantizer", ["noise", "ste"])
+def test_training_forward_quantizers(quantizer):
+  import jax
+  import jax.numpy as jnp
+  from dcic_jax.codecs.registry import make_codec
+  m = make_codec("mbt2018-mean", N=8, M=8, quantizer=quantizer)
+  x = jax.random.uniform(jax.random.PRNGKey(0), (1, 64, 64, 3))
+  params = jax.jit(m.init)(jax.random.PRNGKey(1), x)["params"]
+  out = m.apply({"params": params}, x, jax.random.PRNGKey(2), True)
+  offset = np.asarray(out["y_hat"] - out["mu"])
+  is_int = np.allclose(offset, np.round(offset), atol=1e-4)
+  assert is_int == (quantizer == "ste")  # noise: y + U(-.5, .5); ste: round(y - mu) + mu
+  grad = jax.grad(lambda p: jnp.sum(m.apply({"params": p}, x, jax.random.PRNGKey(2), True)["x_hat"]))(params)
+  assert float(jnp.abs(grad["g_a_layers_0"]["kernel"]).sum()) > 0  # straight-through: g_a still learns

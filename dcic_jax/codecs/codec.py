@@ -44,9 +44,13 @@ def scale_table() -> np.ndarray:
   return np.exp(np.linspace(math.log(lo), math.log(hi), n))
 
 
+def _padded_size(h: int, w: int) -> tuple[int, int]:
+  return -(-h // PAD_MULTIPLE) * PAD_MULTIPLE, -(-w // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
 def _pad(image_HW3: np.ndarray):
   h, w = image_HW3.shape[:2]
-  hp, wp = -(-h // PAD_MULTIPLE) * PAD_MULTIPLE, -(-w // PAD_MULTIPLE) * PAD_MULTIPLE
+  hp, wp = _padded_size(h, w)
   return np.pad(image_HW3, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge"), (hp, wp)
 
 
@@ -144,8 +148,8 @@ class Codec:
     if len(strings) != 2:
       raise BitstreamError(f"expected 2 latent strings (z, y), file has {len(strings)}")
     hp, wp = header.padded_height, header.padded_width
-    if hp % PAD_MULTIPLE or wp % PAD_MULTIPLE:
-      raise BitstreamError(f"padded size {hp}x{wp} is not a multiple of {PAD_MULTIPLE}")
+    if (hp, wp) != _padded_size(header.height, header.width):
+      raise BitstreamError(f"padded size {hp}x{wp} does not match image size {header.height}x{header.width}")
     n_z = self.module.cfg.N
     z_idx = np.broadcast_to(np.arange(n_z), (hp // 64, wp // 64, n_z))
     try:

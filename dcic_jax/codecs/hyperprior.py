@@ -59,7 +59,7 @@ def split_hyper_output(out: jax.Array, spec: HyperSpec):
 
 
 class Hyperprior(nn.Module):
-  """Shared body of bmshj2018 / mbt2018-mean; subclasses only fix h_a's input and h_s."""
+  """bmshj2018 (mean_scale=False) and mbt2018-mean (mean_scale=True): same g_a/g_s, different hyper."""
   cfg: HyperpriorConfig
 
   mean_scale: bool = False
