@@ -21,8 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.train_codec = ml_collections.ConfigDict()
   config.train_codec.steps = 2000         # optimiser steps; 0 skips training (evaluate eval.checkpoints instead)
   config.train_codec.lmbda = 0.0067       # rate-distortion weight: loss = lmbda * 255^2 * MSE + bpp
-  config.train_codec.batch_size = 16      # global batch, split over all devices
-  config.train_codec.crop_size = 64       # random square crops of the training photos
+  config.train_codec.batch_size = 8       # global batch, split over all devices
+  config.train_codec.crop_size = 256      # random square crops; >= 256 so z (stride 64) has spatial extent
   config.train_codec.lr = 5e-4            # peak Adam learning rate
   config.train_codec.warmup_steps = 100   # linear warm-up steps before the cosine decay
   config.train_codec.final_lr_frac = 0.1  # cosine decay ends at lr * final_lr_frac
