@@ -9,6 +9,7 @@ Kernels that are not float16-exact (imports) are stored as float32.
 """
 import json
 import pathlib
+import shutil
 
 import flax
 import jax
@@ -47,7 +48,6 @@ def save_export(path, codec_id: str, codec_config: dict, params, tables: dict, m
   path = pathlib.Path(path).absolute()
   tmp = path.with_name(path.name + ".tmp")
   if tmp.exists():
-    import shutil
     shutil.rmtree(tmp)
   tmp.mkdir(parents=True)
   with ocp.StandardCheckpointer() as ckptr:
@@ -55,7 +55,6 @@ def save_export(path, codec_id: str, codec_config: dict, params, tables: dict, m
   info = dict(codec_id=codec_id, config=codec_config, fingerprint=fingerprint, **meta)
   (tmp / "codec.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
   if path.exists():
-    import shutil
     shutil.rmtree(path)
   tmp.rename(path)
 

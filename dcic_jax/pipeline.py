@@ -7,11 +7,10 @@ import ml_collections
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  trained = None
-  if config.train_codec.steps > 0:
+  trained = config.train_codec.steps > 0
+  if trained:
     from dcic_jax.train import train_codec
-    module, params = train_codec(config, str(workdir / "codec"))
-    trained = (module, params)
+    _, params = train_codec(config, str(workdir / "codec"))
     if config.export_dir:
       from dcic_jax.codecs.codec import export_trained
       export_trained(config, params, config.export_dir)

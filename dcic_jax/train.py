@@ -4,7 +4,6 @@ loss = lmbda · 255² · MSE(x, x_hat) + bpp_estimate + aux_weight · quantile_a
 Data-parallel `jit` over a 1-D "data" mesh; orbax checkpoints in `<workdir>/checkpoints`, and a
 re-run resumes from the last one (a finished run does nothing again).
 """
-import dataclasses
 import os
 import pathlib
 

@@ -98,13 +98,13 @@ def main():
         config, params = convert_state_dict("bmshj2018-hyperprior", sd)
         ours = time_ours(codec_lib.make_codec_from_params("bmshj2018", config, params), images)
         results[f"CompressAI ScaleHyperprior({args.N},{args.M})"] = theirs
-        results[f"ours bmshj2018 (same weights)"] = ours
+        results["ours bmshj2018 (same weights)"] = ours
   else:
     print(f"no PyTorch reference at {args.torch_python}: baseline skipped")
   for ckpt in sorted((REPO / "checkpoints").glob("*-q3/codec.json")):
     results[f"ours {ckpt.parent.name} (shipped)"] = time_ours(codec_lib.load(ckpt.parent), images)
 
-  print(f"\n| codec | enc s/img | dec s/img | KB/img |\n|---|---|---|---|")
+  print("\n| codec | enc s/img | dec s/img | KB/img |\n|---|---|---|---|")
   for name, rows in results.items():
     print(f"| {name} | {mean(rows, 'enc_s'):.3f} | {mean(rows, 'dec_s'):.3f} | {mean(rows, 'bytes') / 1024:.1f} |")
   keys = list(results)

@@ -2,7 +2,6 @@
 import jax.numpy as jnp
 import numpy as np
 
-from conftest import tiny_codec
 from dcic_jax.codecs import fixed_point
 
 

@@ -1,7 +1,6 @@
 """The shipped checkpoints: present, intact, and good enough to be the demo's codecs."""
 import json
 
-import numpy as np
 import pytest
 
 from conftest import SHIPPED

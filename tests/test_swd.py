@@ -52,20 +52,14 @@ def _noise(x, std):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_swd_grows_with_blur(photos):
-  key = jax.random.PRNGKey(0)
-  results = [swd.swd(key, photos, _blur(photos, s), num_repeats=NUM_REPEATS)
-             for s in (0.5, 1.0, 2.0, 3.0)]
-  means = [r.mean for r in results]
-  finest = [r.per_level[0] for r in results]
-  assert np.all(np.diff(means) > 0), means
-  assert np.all(np.diff(finest) > 0), finest
-
-
-def test_swd_grows_with_noise(photos):
-  key = jax.random.PRNGKey(1)
-  results = [swd.swd(key, photos, _noise(photos, s), num_repeats=NUM_REPEATS)
-             for s in (0.01, 0.03, 0.1, 0.3)]
+@pytest.mark.parametrize("degrade,strengths,seed", [
+    ("blur", (0.5, 1.0, 2.0, 3.0), 0),
+    ("noise", (0.01, 0.03, 0.1, 0.3), 1),
+])
+def test_swd_grows_with_degradation(photos, degrade, strengths, seed):
+  fn = {"blur": _blur, "noise": _noise}[degrade]
+  key = jax.random.PRNGKey(seed)
+  results = [swd.swd(key, photos, fn(photos, s), num_repeats=NUM_REPEATS) for s in strengths]
   means = [r.mean for r in results]
   finest = [r.per_level[0] for r in results]
   assert np.all(np.diff(means) > 0), means
