@@ -17,9 +17,9 @@ def get_config(arg: str = "bmshj2018,3"):
   config.codec.id = codec_id
   config.train_codec.lmbda = LAMBDAS[quality]
   config.train_codec.data_dir = "../shared/data/photos"
-  # The shipped checkpoints were made with 64x64 crops (batch 16) to fit CPU time. Too small:
-  # z is then 1x1 and the hyper path never sees spatial context, so full-size images code
-  # ~5 dB worse than crops. Kept here so the script reproduces what is shipped; retrain at 256.
+  # Stage 1 of the shipped recipe: 64x64 crops (batch 16), cheap on a CPU. Alone it is not enough:
+  # z is then 1x1 and the hyper path never sees spatial context, so whole images code ~5 dB worse
+  # than crops; stage 2 of experiments/train_shipped_codecs.sh fine-tunes at 256x256.
   config.train_codec.crop_size = 64
   config.train_codec.batch_size = 16
   config.export_dir = f"checkpoints/{codec_id}-q{quality}"  # where the trained codec is exported
