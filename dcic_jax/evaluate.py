@@ -44,11 +44,10 @@ def evaluate_codec(codec: Codec, name: str, image_paths, out_dir=None, seed: int
     image = load_rgb(path)
     h, w = image.shape[:2]
     t0 = time.perf_counter()
-    data = codec.compress(image, seed=seed)
+    data, z_sym, y_sym = codec.compress_with_symbols(image, seed=seed)
     t1 = time.perf_counter()
     decoded = codec.decompress(data)
     t2 = time.perf_counter()
-    _, z_sym, y_sym, _ = codec.encode_latents(image)
     exact = bool(np.array_equal(np.round(decoded.y_hat - decoded.mu), y_sym)
                  and np.array_equal(np.round(decoded.z_hat - codec.medians), z_sym))
     bits = codec.estimate_bits(image)

@@ -128,6 +128,10 @@ class Codec:
 
   def compress(self, image_HW3: np.ndarray, seed: int = 0) -> bytes:
     """uint8 [H, W, 3] -> complete .dcic file bytes."""
+    return self.compress_with_symbols(image_HW3, seed)[0]
+
+  def compress_with_symbols(self, image_HW3: np.ndarray, seed: int = 0):
+    """(file bytes, z symbols, y symbols): the symbols let callers check a decode bit for bit."""
     image_HW3 = np.asarray(image_HW3)
     if image_HW3.dtype != np.uint8 or image_HW3.ndim != 3 or image_HW3.shape[2] != 3:
       raise UserError(f"compress needs a uint8 [H, W, 3] image, got {image_HW3.dtype} {image_HW3.shape}")
@@ -140,7 +144,7 @@ class Codec:
     y_str = coder.encode(y_sym, index, self.y_tables)
     header = bitstream.Header(codec_id=self.codec_id, fingerprint=self.fingerprint, height=h, width=w,
                               padded_height=hp, padded_width=wp, seed=int(seed), prng_impl=PRNG_IMPL)
-    return bitstream.pack(header, [z_str, y_str])
+    return bitstream.pack(header, [z_str, y_str]), z_sym, y_sym
 
   def decompress(self, data: bytes) -> Decoded:
     header, strings = bitstream.unpack(data)
