@@ -4,13 +4,11 @@ Every rate here is the size of a real .dcic file (header included) over the imag
 the entropy models' estimate is reported beside it, never instead of it.
 """
 import dataclasses
-import io
 import pathlib
 import time
 
 import numpy as np
 import tqdm
-from PIL import Image
 
 from dcic_jax.codecs.codec import Codec
 from dcic_jax.data.images import load_rgb, save_png_atomic
@@ -60,19 +58,6 @@ def evaluate_codec(codec: Codec, name: str, image_paths, out_dir=None, seed: int
     rows.append(Row(pathlib.Path(path).name, name, 8 * len(data) / (h * w), sum(bits.values()) / (h * w),
                     p, m, exact, t1 - t0, t2 - t1))
   return rows
-
-
-def jpeg_at_bpp(image_HW3: np.ndarray, target_bpp: float) -> tuple[float, np.ndarray]:
-  """Pillow JPEG (4:2:0) at the quality whose real size is closest to target_bpp."""
-  h, w = image_HW3.shape[:2]
-  best = None
-  for q in range(1, 96):
-    buf = io.BytesIO()
-    Image.fromarray(image_HW3).save(buf, format="JPEG", quality=q)
-    bpp = 8 * buf.tell() / (h * w)
-    if best is None or abs(bpp - target_bpp) < abs(best[0] - target_bpp):
-      best = (bpp, buf.getvalue())
-  return best[0], np.asarray(Image.open(io.BytesIO(best[1])).convert("RGB"))
 
 
 def summarize(rows: list[Row]) -> dict:
