@@ -1,11 +1,19 @@
 """Command line: python -m dcic_jax compress IN.png OUT.dcic --checkpoint DIR [--seed S]
                  python -m dcic_jax decompress IN.dcic OUT.png [--checkpoint DIR]
+                 python -m dcic_jax decompress IN.dcic OUT.png --kd 1 --kp 1 [--steps N ...]
+                 python -m dcic_jax decompress IN.dcic --grid "0,0.5,1x0,0.5,1" --out-dir DIR
+
+Without --kd/--kp/--grid, decompress writes the base reconstruction x̂_b. With them it runs the
+DCIC decoder (a diffusion prior from --prior) at one (K_D, K_P) point, or at every point of the
+grid "K_D values x K_P values" in one compiled call (one PNG per point plus settings.json).
 
 User errors (bad files, wrong model, bad flags) print one line and exit with status 2; outputs
 are written atomically, so a failed run never leaves a partial file.
 """
 import argparse
+import dataclasses
 import json
+import math
 import pathlib
 import sys
 
@@ -40,12 +48,85 @@ def _decompress(args) -> None:
   from dcic_jax.codecs import codec as codec_lib
   from dcic_jax.data.images import save_png_atomic
   from dcic_jax.entropy import bitstream
+  dcic = args.kd is not None or args.kp is not None or args.grid is not None
+  if args.grid is not None:
+    if args.out_dir is None or args.output is not None or args.kd is not None or args.kp is not None:
+      raise UserError("--grid writes one PNG per point: give --out-dir DIR and no OUT.png, --kd or --kp")
+  elif args.output is None:
+    raise UserError("missing the output PNG path")
+  elif args.out_dir is not None:
+    raise UserError("--out-dir goes with --grid")
+  if args.grid is not None:
+    kd_values, kp_values = _grid(args.grid)
+    points = [(a, b) for a in kd_values for b in kp_values]
+  else:
+    points = [(args.kd or 0.0, args.kp or 0.0)]
   data = bitstream.read_file(args.input)
   header, _ = bitstream.unpack(data)
-  ckpt = args.checkpoint or find_checkpoint(header)
-  decoded = codec_lib.load(ckpt).decompress(data)
-  save_png_atomic(args.output, decoded.image)
-  print(f"{args.output}: {header.width}x{header.height} base reconstruction ({header.codec_id})")
+  ckpt = pathlib.Path(args.checkpoint) if args.checkpoint else find_checkpoint(header)
+  codec = codec_lib.load(ckpt)
+  decoded = codec.decompress(data)
+  if not dcic:
+    save_png_atomic(args.output, decoded.image)
+    print(f"{args.output}: {header.width}x{header.height} base reconstruction ({header.codec_id})")
+    return
+  from dcic_jax.dcic.calibrate import weights
+  from dcic_jax.dcic.decode import dcic_decode
+  from dcic_jax.dcic.sampler import DCICConfig
+  from dcic_jax.diffusion.prior import load_prior
+  info = json.loads((ckpt / "codec.json").read_text())
+  w_d, w_p = weights(info, args.variant)
+  cfg = DCICConfig(num_steps=args.steps, inner_steps=args.inner, mode=args.mode, grad=args.grad,
+                   optimizer=args.optimizer, step_size=args.step_size, prox=args.prox, eta=args.eta,
+                   variant=args.variant, start_step=args.start_step, w_d=w_d, w_p=w_p)
+  prior = load_prior(args.prior)
+  if "dcic" not in info:
+    print(f"note: {ckpt} has no DCIC calibration (python -m dcic_jax.dcic.calibrate {ckpt}); "
+          "using w_D = w_P = 1", file=sys.stderr)
+  images = dcic_decode(codec, prior, [decoded], cfg, [p[0] for p in points], [p[1] for p in points],
+                       chunk=args.chunk, progress=True)[:, 0]
+  if args.grid is None:
+    save_png_atomic(args.output, images[0])
+    print(f"{args.output}: {header.width}x{header.height} DCIC K_D={points[0][0]:g} "
+          f"K_P={points[0][1]:g} ({header.codec_id}, prior {prior.name})")
+    return
+  out_dir = pathlib.Path(args.out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  files = []
+  for (k_d, k_p), image in zip(points, images):
+    name = f"kd{k_d:g}_kp{k_p:g}.png"
+    save_png_atomic(out_dir / name, image)
+    files.append({"k_d": k_d, "k_p": k_p, "file": name})
+  settings = {"input": str(args.input), "checkpoint": str(ckpt), "prior": prior.name,
+              "seed": header.seed, "prng": header.prng_impl, "dcic": dataclasses.asdict(cfg),
+              "points": files}
+  from dcic_jax.entropy.bitstream import write_atomic
+  write_atomic(out_dir / "settings.json", (json.dumps(settings, indent=2) + "\n").encode())
+  print(f"{out_dir}: {len(points)} DCIC decodes + settings.json ({header.codec_id}, prior {prior.name})")
+
+
+def _grid(text: str) -> tuple[list[float], list[float]]:
+  """"0,0.5,1x0,1" -> ([0, 0.5, 1], [0, 1]): K_D values x K_P values."""
+  parts = text.split("x")
+  try:
+    if len(parts) != 2:
+      raise ValueError
+    values = [[float(v) for v in part.split(",")] for part in parts]
+  except ValueError:
+    raise UserError(f"bad --grid {text!r}: expected K_D values x K_P values, e.g. 0,0.5,1x0,0.5,1") from None
+  if any(not math.isfinite(v) or v < 0 for vs in values for v in vs):
+    raise UserError(f"bad --grid {text!r}: weights must be finite and >= 0")
+  return values[0], values[1]
+
+
+def _weight(text: str) -> float:
+  try:
+    v = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+  if not math.isfinite(v) or v < 0:
+    raise argparse.ArgumentTypeError(f"weights must be finite and >= 0, got {text}")
+  return v
 
 
 def _seed(text: str) -> int:
@@ -59,6 +140,8 @@ def _seed(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+  from dcic_jax.dcic.sampler import DCICConfig
+  defaults = DCICConfig()
   p = argparse.ArgumentParser(prog="python -m dcic_jax", description=__doc__.splitlines()[0])
   sub = p.add_subparsers(dest="command", required=True)
   c = sub.add_parser("compress", help="image -> .dcic file")
@@ -69,8 +152,26 @@ def build_parser() -> argparse.ArgumentParser:
   c.set_defaults(fn=_compress)
   d = sub.add_parser("decompress", help=".dcic file -> PNG")
   d.add_argument("input")
-  d.add_argument("output")
+  d.add_argument("output", nargs="?", default=None)
   d.add_argument("--checkpoint", default=None, help="codec export directory (default: the shipped one that matches)")
+  g = d.add_argument_group("DCIC decoder (any of --kd/--kp/--grid turns it on)")
+  g.add_argument("--kd", type=_weight, default=None, help="distortion weight K_D (default 0)")
+  g.add_argument("--kp", type=_weight, default=None, help="idempotence (perception) weight K_P (default 0)")
+  g.add_argument("--grid", default=None, help='K_D values x K_P values, e.g. "0,0.5,1x0,0.5,1"')
+  g.add_argument("--out-dir", default=None, help="folder for the grid's PNGs and settings.json")
+  g.add_argument("--prior", default=None, help="diffusion prior: train workdir, diffusers/guided-diffusion "
+                 "checkpoint, or analytic:STD (default: the shipped prior)")
+  g.add_argument("--steps", type=int, default=defaults.num_steps, help="reverse steps N")
+  g.add_argument("--mode", choices=("schedule", "dps"), default=defaults.mode)
+  g.add_argument("--grad", choices=("xt", "x0"), default=defaults.grad)
+  g.add_argument("--inner", type=int, default=defaults.inner_steps, help="inner optimiser steps G")
+  g.add_argument("--optimizer", choices=("sgd", "adam"), default=defaults.optimizer)
+  g.add_argument("--step-size", type=float, default=defaults.step_size, help="eta_0 (schedule) or zeta (dps)")
+  g.add_argument("--prox", type=float, default=defaults.prox, help="weight of |x - x0|^2 in the inner loss")
+  g.add_argument("--eta", type=float, default=defaults.eta, help="DDIM eta of the sampler step")
+  g.add_argument("--variant", choices=("reconstruction", "latent"), default=defaults.variant)
+  g.add_argument("--start-step", type=int, default=defaults.start_step, help="late start at step k (0: from noise)")
+  g.add_argument("--chunk", type=int, default=1, help="grid points decoded together per device")
   d.set_defaults(fn=_decompress)
   return p
 

@@ -98,3 +98,52 @@ def test_no_traceback_from_the_real_process(tmp_path):
   assert p.returncode == 2 and "Traceback" not in p.stderr
   assert p.stderr.strip().count("\n") == 0 and p.stderr.startswith("error:")
   assert not (tmp_path / "o.png").exists()
+
+
+@pytest.fixture(scope="module")
+def small_file(tmp_path_factory, ckpt):
+  path = tmp_path_factory.mktemp("dcic") / "small.dcic"
+  rgb = np.asarray(Image.open(IMAGES / "kodim23_crop.png"))[:64, :64]
+  src = path.with_suffix(".png")
+  Image.fromarray(rgb).save(src)
+  assert _run("compress", src, path, "--checkpoint", ckpt, "--seed", "9") == 0
+  return path
+
+
+def test_dcic_grid_writes_every_point_and_its_settings(tmp_path, ckpt, small_file, capsys):
+  import json
+  out = tmp_path / "grid"
+  assert _run("decompress", small_file, "--checkpoint", ckpt, "--prior", "analytic:0.5", "--steps", "3",
+              "--grid", "0,1x0,0.5", "--out-dir", out) == 0
+  settings = json.loads((out / "settings.json").read_text())
+  names = [p["file"] for p in settings["points"]]
+  assert names == ["kd0_kp0.png", "kd0_kp0.5.png", "kd1_kp0.png", "kd1_kp0.5.png"]
+  assert settings["seed"] == 9 and settings["dcic"]["num_steps"] == 3
+  images = {n: np.asarray(Image.open(out / n)) for n in names}
+  assert all(a.shape == (64, 64, 3) for a in images.values())
+  base = tmp_path / "base.png"
+  assert _run("decompress", small_file, base, "--checkpoint", ckpt) == 0
+  x_b = np.asarray(Image.open(base)).astype(float)
+  dist = {n: np.abs(a - x_b).mean() for n, a in images.items()}
+  assert dist["kd1_kp0.png"] < 0.2 * dist["kd0_kp0.png"]   # K_D = 1 pulls onto x̂_b
+  # A single point through --kd/--kp equals the same point of the grid (same seed, same program maths).
+  one = tmp_path / "one.png"
+  assert _run("decompress", small_file, one, "--checkpoint", ckpt, "--prior", "analytic:0.5", "--steps", "3",
+              "--kd", "1", "--kp", "0.5") == 0
+  np.testing.assert_array_equal(np.asarray(Image.open(one)), images["kd1_kp0.5.png"])
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--grid", "0,1x0"], "--out-dir"),
+    (["--grid", "0,1", "--out-dir", "{tmp}/g"], "bad --grid"),
+    (["--grid", "0,1x-1", "--out-dir", "{tmp}/g"], "bad --grid"),
+    (["{tmp}/o.png", "--kd", "1", "--prior", "{tmp}/missing"], "prior not found"),
+    (["{tmp}/o.png", "--kd", "1", "--prior", "analytic:x"], "analytic"),
+    (["{tmp}/o.png", "--kd", "1", "--prior", "analytic:0.5", "--steps", "0"], "num_steps"),
+])
+def test_dcic_user_errors_are_one_line(tmp_path, ckpt, small_file, capsys, args, match):
+  args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+  assert _run("decompress", small_file, *args, "--checkpoint", ckpt) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error:") and match in err and err.count("\n") == 1
+  assert not list(tmp_path.glob("*.png")) and not (tmp_path / "g").exists()

@@ -98,11 +98,11 @@ def test_ddim_eta0_is_deterministic_and_keys_reproduce():
 def test_x0_and_eps_round_trip_and_last_step_returns_x0():
   x_t = samplers.step_noise(jax.random.key(6), 0, SHAPE)
   eps = samplers.step_noise(jax.random.key(7), 0, SHAPE)
-  alpha_bar = jnp.float32(0.3)
-  x0 = samplers.predict_x0(x_t, eps, alpha_bar, clip=False)
-  np.testing.assert_allclose(samplers.eps_from_x0(x_t, x0, alpha_bar), eps, atol=1e-5)
-  assert float(jnp.abs(samplers.predict_x0(x_t, 5 * eps, alpha_bar)).max()) <= 1.0
   schedule = schedules.respace(FULL, 10)
+  c = samplers.step_coefs(schedule, 7)
+  x0 = samplers.predict_x0(x_t, eps, c, clip=False)
+  np.testing.assert_allclose(samplers.eps_from_x0(x_t, x0, c), eps, atol=1e-5)
+  assert float(jnp.abs(samplers.predict_x0(x_t, 5 * eps, c)).max()) <= 1.0
   x_s, x0_hat = samplers.ddim_step(x_t, eps, 1, eps, schedule, eta=1.0)
   np.testing.assert_allclose(x_s, x0_hat, atol=1e-6)
   x_s, x0_hat = samplers.ddpm_step(x_t, eps, 1, eps, schedule, variance="large")

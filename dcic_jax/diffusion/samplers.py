@@ -8,16 +8,22 @@ Nichol & Dhariwal 2021 / Dhariwal & Nichol 2021: sampling on a respaced subset o
 clipped to [−1, 1] with ε re-derived from the clipped x̂0 (so x_t = √ᾱ_t·x̂0 + √(1−ᾱ_t)·ε still
 holds and η = 1 stays exactly the posterior).
 
+Every per-step scalar (√ᾱ, 1/√ᾱ, σ, …) comes from a float64 host table and arrays are only
+multiplied by them: computed on the device, XLA rewrites 1/√ᾱ into an approximate rsqrt in an
+unsharded program but not in a sharded one (1-ulp differences, measured), and a decode must give
+the same bits on 1 and on many devices.
+
 Noise convention (DESIGN §2, shared with the DCIC decoder): with N steps and one key, the start
 noise is N(0, I) from `fold_in(key, N+1)` and step i (i = N … 1, t = τ_i, s = τ_{i−1}) draws
 z_i from `fold_in(key, i)`. Samplers are factories returning pure, jittable
 `sample(params, key, shape) -> x0_BHWC` written as one `jax.lax.scan`.
 """
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dcic_jax.diffusion.schedules import Schedule
 
@@ -26,29 +32,65 @@ EpsFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 SampleFn = Callable[[Any, jax.Array, tuple[int, ...]], jax.Array]
 
 
-def predict_x0(x_t: jax.Array, eps: jax.Array, alpha_bar_t: jax.Array,
-               clip: bool = True) -> jax.Array:
+class StepCoefs(NamedTuple):
+  """The float32 scalars of step i (t = τ_i, s = τ_{i−1}), computed in float64 on the host."""
+  sqrt_ab_t: jax.Array         # √ᾱ_t
+  sqrt_1m_ab_t: jax.Array      # √(1−ᾱ_t)
+  inv_sqrt_ab_t: jax.Array     # 1/√ᾱ_t
+  inv_sqrt_1m_ab_t: jax.Array  # 1/√(1−ᾱ_t)
+  ab_s: jax.Array              # ᾱ_s
+  sqrt_ab_s: jax.Array         # √ᾱ_s
+  sigma_ddim1: jax.Array       # σ_i of DDIM at η = 1: √((1−ᾱ_s)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_s)
+  ddpm_c_x0: jax.Array         # posterior mean = c_x0·x̂0 + c_xt·x_t
+  ddpm_c_xt: jax.Array
+  ddpm_std_small: jax.Array    # √β̃ (posterior variance)
+  ddpm_std_large: jax.Array    # √β, 0 on the last step
+
+
+def coefficient_table(schedule: Schedule) -> np.ndarray:
+  """[N, len(StepCoefs)] float32: row i−1 holds step i's coefficients (float64 maths)."""
+  ab, ab_s = schedule.alphas_cumprod, schedule.alphas_cumprod_prev
+  beta = 1.0 - ab / ab_s
+  large = np.where(np.arange(len(ab)) > 0, beta, 0.0)
+  cols = (np.sqrt(ab), np.sqrt(1.0 - ab), 1.0 / np.sqrt(ab), 1.0 / np.sqrt(1.0 - ab), ab_s,
+          np.sqrt(ab_s), np.sqrt((1.0 - ab_s) / (1.0 - ab)) * np.sqrt(np.maximum(beta, 0.0)),
+          np.sqrt(ab_s) * beta / (1.0 - ab), np.sqrt(1.0 - beta) * (1.0 - ab_s) / (1.0 - ab),
+          np.sqrt(beta * (1.0 - ab_s) / (1.0 - ab)), np.sqrt(large))
+  return np.stack(cols, axis=1).astype(np.float32)
+
+
+def step_coefs(schedule: Schedule, i: jax.Array) -> StepCoefs:
+  """Step i's coefficients (1-based i, may be traced): one row gathered from the host table."""
+  return StepCoefs(*jnp.asarray(coefficient_table(schedule))[i - 1])
+
+
+def predict_x0(x_t: jax.Array, eps: jax.Array, c: StepCoefs, clip: bool = True) -> jax.Array:
   """x̂0 = (x_t − √(1−ᾱ_t)·ε)/√ᾱ_t, clipped to the image range [−1, 1]."""
-  x0 = (x_t - jnp.sqrt(1.0 - alpha_bar_t) * eps) / jnp.sqrt(alpha_bar_t)
+  x0 = (x_t - c.sqrt_1m_ab_t * eps) * c.inv_sqrt_ab_t
   return jnp.clip(x0, -1.0, 1.0) if clip else x0
 
 
-def eps_from_x0(x_t: jax.Array, x0: jax.Array, alpha_bar_t: jax.Array) -> jax.Array:
+def eps_from_x0(x_t: jax.Array, x0: jax.Array, c: StepCoefs) -> jax.Array:
   """The ε that makes x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε hold (inverse of `predict_x0`)."""
-  return (x_t - jnp.sqrt(alpha_bar_t) * x0) / jnp.sqrt(1.0 - alpha_bar_t)
+  return (x_t - c.sqrt_ab_t * x0) * c.inv_sqrt_1m_ab_t
 
 
-def _alpha_bars(schedule: Schedule, i: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(ᾱ_{τ_i}, ᾱ_{τ_{i−1}}) as float32 for the 1-based step index i (may be traced)."""
-  ac = jnp.asarray(schedule.alphas_cumprod, jnp.float32)
-  ac_prev = jnp.asarray(schedule.alphas_cumprod_prev, jnp.float32)
-  return ac[i - 1], ac_prev[i - 1]
+def _ddim_noise_coefs(schedule: Schedule, i: jax.Array, c: StepCoefs,
+                     eta: float | jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(σ_i, √(1−ᾱ_s−σ_i²)): from the float64 table for a Python η, on the device for a traced one."""
+  if isinstance(eta, (int, float)):
+    ab, ab_s = schedule.alphas_cumprod, schedule.alphas_cumprod_prev
+    sigma = eta * np.sqrt((1.0 - ab_s) / (1.0 - ab)) * np.sqrt(np.maximum(1.0 - ab / ab_s, 0.0))
+    c_eps = np.sqrt(np.maximum(1.0 - ab_s - sigma**2, 0.0))
+    table = jnp.asarray(np.stack([sigma, c_eps], axis=1).astype(np.float32))[i - 1]
+    return table[0], table[1]
+  sigma = eta * c.sigma_ddim1
+  return sigma, jnp.sqrt(jnp.maximum(1.0 - c.ab_s - sigma**2, 0.0))
 
 
-def ddim_sigma(alpha_bar_t: jax.Array, alpha_bar_s: jax.Array, eta: jax.Array) -> jax.Array:
-  """σ_i = η·√((1−ᾱ_s)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_s)."""
-  return eta * jnp.sqrt((1.0 - alpha_bar_s) / (1.0 - alpha_bar_t)) * \
-      jnp.sqrt(jnp.maximum(1.0 - alpha_bar_t / alpha_bar_s, 0.0))
+def _ddim_combine(x0: jax.Array, eps: jax.Array, c: StepCoefs, noise_coefs, z: jax.Array) -> jax.Array:
+  sigma, c_eps = noise_coefs
+  return c.sqrt_ab_s * x0 + c_eps * eps + sigma * z
 
 
 def ddim_step(x_t: jax.Array, eps: jax.Array, i: jax.Array, z: jax.Array, schedule: Schedule,
@@ -58,14 +100,18 @@ def ddim_step(x_t: jax.Array, eps: jax.Array, i: jax.Array, z: jax.Array, schedu
   `i` is the 1-based step index (traced is fine), `eps` = ε_θ(x_t, τ_i), `z` ~ N(0, I) the step
   noise (unused when σ_i = 0). With clipping, ε is re-derived from the clipped x̂0.
   """
-  alpha_bar_t, alpha_bar_s = _alpha_bars(schedule, i)
-  x0 = predict_x0(x_t, eps, alpha_bar_t, clip=clip_x0)
+  c = step_coefs(schedule, i)
+  x0 = predict_x0(x_t, eps, c, clip=clip_x0)
   if clip_x0:
-    eps = eps_from_x0(x_t, x0, alpha_bar_t)
-  sigma = ddim_sigma(alpha_bar_t, alpha_bar_s, eta)
-  x_s = (jnp.sqrt(alpha_bar_s) * x0 + jnp.sqrt(jnp.maximum(1.0 - alpha_bar_s - sigma**2, 0.0)) * eps
-         + sigma * z)
-  return x_s, x0
+    eps = eps_from_x0(x_t, x0, c)
+  return _ddim_combine(x0, eps, c, _ddim_noise_coefs(schedule, i, c, eta), z), x0
+
+
+def ddim_step_from_x0(x_t: jax.Array, x0: jax.Array, i: jax.Array, z: jax.Array,
+                      schedule: Schedule, eta: float | jax.Array = 0.0) -> jax.Array:
+  """The DDIM(η) step for a given x̂0 (ε re-derived from it): what `ddim_step` does after clipping."""
+  c = step_coefs(schedule, i)
+  return _ddim_combine(x0, eps_from_x0(x_t, x0, c), c, _ddim_noise_coefs(schedule, i, c, eta), z)
 
 
 def ddpm_step(x_t: jax.Array, eps: jax.Array, i: jax.Array, z: jax.Array, schedule: Schedule,
@@ -75,18 +121,12 @@ def ddpm_step(x_t: jax.Array, eps: jax.Array, i: jax.Array, z: jax.Array, schedu
   variance="small": σ² = β̃ (the posterior's, = DDIM η=1); "large": σ² = β (DDPM's σ_t² = β_t).
   No noise is added on the last step (i = 1), where x_s = x̂0.
   """
-  alpha_bar_t, alpha_bar_s = _alpha_bars(schedule, i)
-  beta = 1.0 - alpha_bar_t / alpha_bar_s
-  x0 = predict_x0(x_t, eps, alpha_bar_t, clip=clip_x0)
-  mean = (jnp.sqrt(alpha_bar_s) * beta / (1.0 - alpha_bar_t) * x0
-          + jnp.sqrt(1.0 - beta) * (1.0 - alpha_bar_s) / (1.0 - alpha_bar_t) * x_t)
-  if variance == "small":
-    var = beta * (1.0 - alpha_bar_s) / (1.0 - alpha_bar_t)
-  elif variance == "large":
-    var = jnp.where(i > 1, beta, 0.0)
-  else:
+  if variance not in ("small", "large"):
     raise ValueError(f"unknown DDPM variance {variance!r}: expected 'small' or 'large'")
-  return mean + jnp.sqrt(var) * z, x0
+  c = step_coefs(schedule, i)
+  x0 = predict_x0(x_t, eps, c, clip=clip_x0)
+  std = c.ddpm_std_small if variance == "small" else c.ddpm_std_large
+  return c.ddpm_c_x0 * x0 + c.ddpm_c_xt * x_t + std * z, x0
 
 
 def step_noise(key: jax.Array, i: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -142,11 +182,11 @@ def gaussian_eps_fn(data_std: float, full_schedule: Schedule) -> EpsFn:
   tests and the analytic-prior checks; `params` is ignored. `full_schedule` is the T-step
   schedule (`make_schedule`) in which the sampler's timesteps t are looked up.
   """
-  table_T = jnp.asarray(full_schedule.alphas_cumprod, jnp.float32)
+  ab = full_schedule.alphas_cumprod
+  coef_T = jnp.asarray(np.sqrt(1.0 - ab) / (ab * data_std**2 + 1.0 - ab), jnp.float32)
 
   def eps_fn(params, x_t, t_B):
     del params
-    alpha_bar = table_T[t_B][:, None, None, None]
-    return jnp.sqrt(1.0 - alpha_bar) * x_t / (alpha_bar * data_std**2 + 1.0 - alpha_bar)
+    return coef_T[t_B][:, None, None, None] * x_t
 
   return eps_fn

@@ -1,0 +1,99 @@
+"""Calibration constants w_D, w_P: what "K = 1" means for a codec.
+
+ℓ_D and ℓ_P are sums of squares of very different residuals (pixels vs re-decoded pixels or
+latents), so their raw gradients differ by orders of magnitude between codecs and variants. We fix
+w_D = 1 (with the default step η₀ = 0.5, K_D = 1 moves x̂0 onto x̂_b in one step at small t: the
+full-strength distortion constraint) and choose w_P so that, near x̂_b, the idempotence gradient
+is as strong as the distortion gradient:
+
+  w_P = median over images of ‖∇ℓ_D(u)‖ / ‖∇ℓ_P(u)‖,   u = x̂_b + N(0, σ²),  σ = 0.1 ([−1, 1] units).
+
+The ratio is a property of the codec alone (in `xt` mode both gradients pass through the same
+ε_θ Jacobian), so the constants are stored with each codec export (`codec.json`, key "dcic") and
+hold for any prior paired with it. `python -m dcic_jax.dcic.calibrate CHECKPOINT_DIR [IMAGES_DIR]`
+(re)computes them; the noise comes from an explicit seed.
+"""
+import argparse
+import json
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dcic_jax.dcic import constraints
+from dcic_jax.dcic.constraints import CodecFns, Target
+
+SIGMA = 0.1
+
+
+def gradient_ratio(codec: CodecFns, codec_params, targets: Target, key: jax.Array,
+                   variant: str, sigma: float = SIGMA) -> np.ndarray:
+  """[B] ‖∇ℓ_D‖/‖∇ℓ_P‖ at x̂_b + N(0, σ²), per image."""
+  u = targets.x_b + sigma * jax.random.normal(key, targets.x_b.shape)
+
+  def norms(u):
+    g_d = jax.grad(lambda v: jnp.sum(constraints.distortion_loss(v, targets)))(u)
+    g_p = jax.grad(lambda v: jnp.sum(constraints.idempotence_loss(codec, codec_params, v, targets,
+                                                                  variant)))(u)
+    axes = tuple(range(1, u.ndim))
+    return jnp.sqrt(jnp.sum(g_d**2, axes)), jnp.sqrt(jnp.sum(g_p**2, axes))
+
+  n_d, n_p = jax.jit(norms)(u)
+  return np.asarray(n_d) / np.maximum(np.asarray(n_p), 1e-30)
+
+
+def calibrate_codec(codec, images: list[np.ndarray], seed: int = 0) -> dict:
+  """{"w_d", "w_p_reconstruction", "w_p_latent", "method"} for a `codecs.codec.Codec`."""
+  fns = CodecFns.from_module(codec.module)
+  result = {"w_d": 1.0}
+  for j, variant in enumerate(constraints.VARIANTS):
+    ratios = []
+    for k, image in enumerate(images):
+      decoded = codec.decompress(codec.compress(image))
+      target = constraints.make_target(fns, codec.params, jnp.asarray(decoded.y_hat[None]),
+                                       jnp.asarray(decoded.mu[None]))
+      key = jax.random.fold_in(jax.random.key(seed), 1000 * j + k)
+      ratios.append(gradient_ratio(fns, codec.params, target, key, variant)[0])
+    result[f"w_p_{variant}"] = float(np.median(ratios))
+  result["method"] = (f"median |grad l_D| / |grad l_P| at x_b + N(0, {SIGMA}^2) over "
+                      f"{len(images)} images, seed {seed}")
+  return result
+
+
+def weights(info: dict, variant: str) -> tuple[float, float]:
+  """(w_D, w_P) from a codec export's codec.json, or (1, 1) if it was never calibrated."""
+  cal = info.get("dcic", {})
+  return float(cal.get("w_d", 1.0)), float(cal.get(f"w_p_{variant}", 1.0))
+
+
+def main(argv=None) -> int:
+  from dcic_jax.codecs import codec as codec_lib
+  from dcic_jax.data.images import list_images, load_rgb
+  from dcic_jax.entropy.bitstream import write_atomic
+  from dcic_jax.errors import UserError
+  p = argparse.ArgumentParser(description="compute the DCIC calibration constants of a codec export")
+  p.add_argument("checkpoint")
+  p.add_argument("images", nargs="?", default=str(pathlib.Path(__file__).resolve().parents[2] / "data" / "images"))
+  p.add_argument("--seed", type=int, default=0)
+  args = p.parse_args(argv)
+  try:
+    codec = codec_lib.load(args.checkpoint)
+    images = [load_rgb(f) for f in list_images(args.images)]
+    if not images:
+      raise UserError(f"no images in {args.images}")
+    cal = calibrate_codec(codec, images, args.seed)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  info_path = pathlib.Path(args.checkpoint) / "codec.json"
+  info = json.loads(info_path.read_text())
+  info["dcic"] = cal
+  write_atomic(info_path, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+  print(f"{info_path}: {cal}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,50 @@
+"""From decoded .dcic files to DCIC images: glue between the codec, the prior and the grid decoder."""
+import jax.numpy as jnp
+import numpy as np
+
+from dcic_jax.dcic import constraints
+from dcic_jax.dcic.grid import GridDecoder
+from dcic_jax.dcic.sampler import DCICConfig, header_key
+from dcic_jax.diffusion.schedules import respace
+from dcic_jax.errors import UserError
+
+
+def make_grid_decoder(codec, prior, cfg: DCICConfig, chunk: int = 1,
+                      progress: bool = False) -> GridDecoder:
+  """A `GridDecoder` for a `codecs.codec.Codec` and a `diffusion.prior.Prior`."""
+  if cfg.num_steps > prior.schedule.num_steps:
+    raise UserError(f"{cfg.num_steps} steps: the prior has only {prior.schedule.num_steps}")
+  return GridDecoder(prior.eps_fn, constraints.CodecFns.from_module(codec.module),
+                     respace(prior.schedule, cfg.num_steps), cfg, chunk, progress)
+
+
+def targets_and_keys(codec, decoded: list) -> tuple[constraints.Target, jnp.ndarray]:
+  """Stacked targets and header keys of decoded files that share one padded size."""
+  sizes = {(d.header.height, d.header.width) for d in decoded}
+  if len(sizes) != 1:
+    raise UserError(f"files of different sizes cannot share a batch: {sorted(sizes)}")
+  fns = constraints.CodecFns.from_module(codec.module)
+  target = constraints.make_target(fns, codec.params, jnp.asarray(np.stack([d.y_hat for d in decoded])),
+                                   jnp.asarray(np.stack([d.mu for d in decoded])))
+  keys = jnp.stack([header_key(d.header.seed, d.header.prng_impl) for d in decoded])
+  return target, keys
+
+
+def to_uint8(x: np.ndarray, height: int, width: int) -> np.ndarray:
+  """[..., Hp, Wp, 3] in [−1, 1] -> [..., height, width, 3] uint8 (crop the padding)."""
+  x = np.asarray(x)[..., :height, :width, :]
+  return np.round(np.clip((x + 1.0) * 127.5, 0.0, 255.0)).astype(np.uint8)
+
+
+def dcic_decode(codec, prior, decoded: list, cfg: DCICConfig, k_d, k_p, chunk: int = 1,
+                progress: bool = False) -> np.ndarray:
+  """uint8 [G, B, H, W, 3]: every (K_D, K_P) pair of the grid for every decoded file."""
+  hp, wp = decoded[0].x_hat.shape[:2]
+  if hp % prior.size_multiple or wp % prior.size_multiple:
+    raise UserError(f"the prior needs sides that are multiples of {prior.size_multiple}; "
+                    f"the file's padded size is {hp}x{wp}")
+  target, keys = targets_and_keys(codec, decoded)
+  decoder = make_grid_decoder(codec, prior, cfg, chunk, progress)
+  out = np.asarray(decoder(prior.params, codec.params, target, keys, k_d, k_p))
+  h, w = decoded[0].header.height, decoded[0].header.width
+  return to_uint8(out, h, w)

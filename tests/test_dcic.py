@@ -1,0 +1,187 @@
+"""The DCIC decoder (DESIGN §2) on a tiny random codec and the analytic Gaussian prior.
+
+The analytic prior (exact ε of N(0, 0.5²) data) keeps every decode to a few seconds and makes
+the boundary behaviour checkable: K = 0 is the plain sampler, K_D → 1 lands on x̂_b, K_P lowers
+the re-encoding error, and `dps` is the Idempotence decoder's update (an independent oracle).
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import IMAGES, tiny_codec
+from dcic_jax.dcic import calibrate, constraints, grid, sampler
+from dcic_jax.diffusion import samplers, schedules
+from dcic_jax.entropy.quantization import round_ste
+from dcic_jax.errors import BitstreamError, UserError
+
+FULL = schedules.make_schedule("linear", 1000)
+N = 4
+SCHEDULE = schedules.respace(FULL, N)
+EPS_FN = samplers.gaussian_eps_fn(0.5, FULL)
+# One grid per mode covers every test: K = 0, a K_D ladder, and K_P alone.
+K_D = (0.0, 0.5, 1.0, 0.0)
+K_P = (0.0, 0.0, 0.0, 1.0)
+MODES = {"schedule-xt": dict(mode="schedule", grad="xt"),
+         "schedule-x0": dict(mode="schedule", grad="x0"),
+         "dps": dict(mode="dps", step_size=8.0)}   # few steps: a larger ζ than the 1000-step 0.6
+
+
+@functools.lru_cache(maxsize=None)
+def setup(num_images: int = 1):
+  """(codec, CodecFns, stacked targets, keys, calibrated w_P) for 64×64 crops of kodim23."""
+  from dcic_jax.data.images import load_rgb
+  codec = tiny_codec("mbt2018-mean")
+  photo = load_rgb(IMAGES / "kodim23_crop.png")
+  decoded = [codec.decompress(codec.compress(photo[:64, 64 * k:64 * k + 64], seed=11 + k))
+             for k in range(num_images)]
+  fns = constraints.CodecFns.from_module(codec.module)
+  target = constraints.make_target(fns, codec.params, jnp.asarray(np.stack([d.y_hat for d in decoded])),
+                                   jnp.asarray(np.stack([d.mu for d in decoded])))
+  keys = jnp.stack([sampler.header_key(d.header.seed) for d in decoded])
+  w_p = float(np.median(calibrate.gradient_ratio(fns, codec.params, target, jax.random.key(0),
+                                                 "reconstruction")))
+  return codec, fns, target, keys, w_p
+
+
+@functools.lru_cache(maxsize=None)
+def decoder(mode: str) -> grid.GridDecoder:
+  _, fns, _, _, w_p = setup()
+  return grid.GridDecoder(EPS_FN, fns, SCHEDULE, sampler.DCICConfig(num_steps=N, w_p=w_p, **MODES[mode]))
+
+
+@functools.lru_cache(maxsize=None)
+def decode_grid(mode: str, mesh_devices: int = 4) -> np.ndarray:
+  """[len(K_D), 64, 64, 3] decodes of the first image."""
+  codec, _, target, keys, _ = setup()
+  mesh = grid.grid_mesh(1, jax.devices()[:mesh_devices])
+  return np.asarray(decoder(mode)(None, codec.params, target, keys, K_D, K_P, mesh=mesh))[:, 0]
+
+
+def _rmse(x, target):
+  return np.sqrt(np.mean((x - np.asarray(target.x_b[0])) ** 2, axis=(1, 2, 3)))
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_zero_weights_are_the_plain_sampler_bit_for_bit(mode):
+  _, _, _, keys, _ = setup()
+  key = jax.random.wrap_key_data(keys[0], impl=sampler.PRNG_IMPL)
+  plain = jax.jit(samplers.make_ddim_sampler(EPS_FN, SCHEDULE, eta=1.0), static_argnums=2)(
+      None, key, (1, 64, 64, 3))
+  np.testing.assert_array_equal(decode_grid(mode)[0], np.asarray(plain[0]))
+
+
+@pytest.mark.parametrize("mode", ["schedule-xt", "schedule-x0"])
+def test_growing_k_d_converges_to_the_base_reconstruction(mode):
+  _, _, target, _, _ = setup()
+  rmse = _rmse(decode_grid(mode)[:3], target)        # K_D = 0, 0.5, 1 with K_P = 0
+  assert np.all(np.diff(rmse) < 0), rmse
+  assert rmse[-1] < 0.05 * rmse[0], rmse
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_k_p_lowers_the_re_encoding_error(mode):
+  codec, fns, target, _, _ = setup()
+  out = jnp.asarray(decode_grid(mode)[[0, 3]])       # K_P = 0 and K_P = 1 (K_D = 0)
+  err = np.asarray(constraints.reencode_error(fns, codec.params, out,
+                                              jax.tree.map(lambda a: jnp.repeat(a, 2, 0), target)))
+  assert err[1] < 0.9 * err[0], err
+
+
+def test_same_bits_across_runs_and_on_one_or_four_devices_and_no_coupling():
+  """A decode of image 1 alone on one device equals its decode beside image 0 on four devices."""
+  codec, fns, target2, keys2, w_p = setup(2)
+  dec = decoder("schedule-xt")
+  four = np.asarray(dec(None, codec.params, target2, keys2, K_D, K_P))
+  np.testing.assert_array_equal(four, np.asarray(dec(None, codec.params, target2, keys2, K_D, K_P)))
+  alone = np.asarray(dec(None, codec.params, jax.tree.map(lambda a: a[1:], target2), keys2[1:], K_D,
+                         K_P, mesh=grid.grid_mesh(1, jax.devices()[:1])))
+  np.testing.assert_array_equal(four[:, 1], alone[:, 0])
+  assert np.abs(four[:, 0] - four[:, 1]).max() > 0.1     # two different images and seeds
+
+
+def test_one_trace_for_every_grid_of_the_same_shape():
+  codec, _, target, keys, _ = setup()
+  dec = decoder("schedule-x0")
+  first = decode_grid("schedule-x0")
+  before = dec.traces
+  other = np.asarray(dec(None, codec.params, target, keys, np.linspace(0, 1, 4), np.ones(4),
+                         mesh=grid.grid_mesh(1, jax.devices()[:4])))
+  assert dec.traces == before
+  assert not np.array_equal(other[:, 0], first)
+
+
+def _idempotence_oracle(fns, params, target, key, zeta):
+  """The Idempotence decoder (Xu et al. 2024; DPS ordering), written out independently:
+  DDPM posterior step from the clipped x̂0, then x ← x' − ζ·∇_{x_t}‖g_s(Q(g_a(x̂0))) − x̂_b‖."""
+  ab = np.asarray(SCHEDULE.alphas_cumprod)
+  ab_prev = np.asarray(SCHEDULE.alphas_cumprod_prev)
+  shape = (1, 64, 64, 3)
+  normal = lambda i: jax.random.normal(jax.random.fold_in(key, i), (int(np.prod(shape)),)).reshape(shape)
+  x = normal(N + 1)
+  for i in range(N, 0, -1):
+    a, a_prev = ab[i - 1], ab_prev[i - 1]
+    beta = 1.0 - a / a_prev
+    t = jnp.full((1,), SCHEDULE.timesteps[i - 1], jnp.int32)
+    z = normal(i)
+
+    def measured(x_t):
+      x0 = jnp.clip((x_t - np.sqrt(1 - a) * EPS_FN(None, x_t, t)) / np.sqrt(a), -1, 1)
+      mean = np.sqrt(a_prev) * beta / (1 - a) * x0 + np.sqrt(1 - beta) * (1 - a_prev) / (1 - a) * x_t
+      x_prev = mean + np.sqrt(beta * (1 - a_prev) / (1 - a)) * z
+      y = fns.g_a(params, (x0 + 1) / 2)
+      y_hat = round_ste(y - target.mu) + target.mu
+      residual = fns.g_s(params, y_hat) * 2 - 1 - target.x_s
+      return jnp.sqrt(jnp.sum(residual ** 2)), x_prev
+
+    grad, x_prev = jax.grad(measured, has_aux=True)(x)
+    x = x_prev - zeta * grad
+  return np.asarray(x[0])
+
+
+def test_dps_with_k_p_1_is_the_idempotence_decoder():
+  codec, fns, target, keys, _ = setup()
+  zeta = 0.6
+  cfg = sampler.DCICConfig(num_steps=N, mode="dps", step_size=zeta, w_p=1.0)
+  ours = np.asarray(grid.GridDecoder(EPS_FN, fns, SCHEDULE, cfg)(
+      None, codec.params, target, keys, [0.0], [1.0]))[0, 0]
+  key = jax.random.wrap_key_data(keys[0], impl=sampler.PRNG_IMPL)
+  oracle = _idempotence_oracle(fns, codec.params, target, key, zeta)
+  np.testing.assert_allclose(ours, oracle, atol=2e-5)
+  plain = decode_grid("dps")[0]
+  assert np.abs(ours - plain).max() > 1e-3        # the guidance did something
+
+
+def test_late_start_is_the_sampler_from_the_noised_base_reconstruction():
+  codec, fns, target, keys, w_p = setup()
+  k = 3
+  cfg = sampler.DCICConfig(num_steps=N, start_step=k, w_p=w_p)
+  one = jax.jit(sampler.make_decode_one(EPS_FN, fns, SCHEDULE, cfg))
+  late = np.asarray(one(None, codec.params, jax.tree.map(lambda a: a[0], target), keys[0], 0.0, 0.0))
+  key = jax.random.wrap_key_data(keys[0], impl=sampler.PRNG_IMPL)
+  a = SCHEDULE.alphas_cumprod[k - 1]
+  x = np.sqrt(a) * target.x_b + np.sqrt(1 - a) * samplers.step_noise(key, N + 1, (1, 64, 64, 3))
+  for i in range(k, 0, -1):
+    t = jnp.full((1,), SCHEDULE.timesteps[i - 1], jnp.int32)
+    x, _ = samplers.ddim_step(x, EPS_FN(None, x, t), i, samplers.step_noise(key, i, x.shape),
+                              SCHEDULE, eta=1.0)
+  np.testing.assert_allclose(late, np.asarray(x[0]), atol=1e-5)
+  assert _rmse(late[None], target)[0] < _rmse(decode_grid("schedule-xt")[:1], target)[0]
+
+
+def test_header_key_and_bad_prng_tag():
+  np.testing.assert_array_equal(sampler.header_key(2**64 - 1), [2**32 - 1, 2**32 - 1])
+  np.testing.assert_array_equal(sampler.header_key((7 << 32) + 9), [7, 9])
+  with pytest.raises(BitstreamError, match="PRNG"):
+    sampler.header_key(0, "rbg")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(mode="ddim"), "mode"), (dict(grad="x1"), "grad"), (dict(optimizer="lbfgs"), "optimizer"),
+    (dict(variant="pixels"), "variant"), (dict(start_step=200), "start_step"),
+    (dict(mode="dps", grad="x0"), "dps")])
+def test_bad_settings_are_user_errors(kwargs, match):
+  with pytest.raises(UserError, match=match):
+    sampler.DCICConfig(**kwargs)
