@@ -41,4 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.images_dir = "data/images"  # images compressed and measured by the demo
   config.eval.checkpoints = ""           # comma-separated codec export dirs to evaluate (empty: the one just trained)
   config.eval.seed = 0                    # header seed written into every .dcic file (the decoder's common randomness)
+
+  # ---- perceptual metrics (metrics/perceptual.py; their weights cannot be downloaded here) ----
+  config.metrics = ml_collections.ConfigDict()
+  config.metrics.inception_path = ""      # FID/KID Inception: pytorch-fid's pt_inception-2015-12-05-6726825d.pth or its .npz ("" = not available)
+  config.metrics.lpips_path = ""          # LPIPS: .npz from `python -m dcic_jax.metrics.perceptual convert-lpips` (lpips v0.1 heads + torchvision trunk; "" = not available)
   return config

@@ -78,3 +78,9 @@ def markdown_table(summaries: dict[str, dict]) -> str:
                  f"{s['psnr']:.2f} | {s['ms_ssim']:.4f} | {s.get('all_latents_exact', '')} | "
                  f"{s.get('enc_s', float('nan')):.3f} | {s.get('dec_s', float('nan')):.3f} |")
   return "\n".join(lines)
+
+
+if __name__ == "__main__":
+  import sys
+  from dcic_jax.score import main
+  sys.exit(main())
