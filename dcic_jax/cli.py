@@ -17,7 +17,7 @@ import math
 import pathlib
 import sys
 
-from dcic_jax.errors import UserError
+from dcic_jax.errors import UserError, exit_code
 
 SHIPPED = pathlib.Path(__file__).resolve().parent.parent / "checkpoints"
 
@@ -178,12 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
-  try:
-    args.fn(args)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return exit_code(args.fn, args)
 
 
 if __name__ == "__main__":

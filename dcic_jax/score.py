@@ -25,7 +25,7 @@ import sys
 import jax
 import numpy as np
 
-from dcic_jax.errors import UserError
+from dcic_jax.errors import UserError, exit_code
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,12 +237,7 @@ def run(args):
 
 def main(argv=None):
   args = build_parser().parse_args(argv)
-  try:
-    run(args)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return exit_code(run, args)
 
 
 if __name__ == "__main__":

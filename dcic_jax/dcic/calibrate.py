@@ -68,31 +68,27 @@ def weights(info: dict, variant: str) -> tuple[float, float]:
   return float(cal.get("w_d", 1.0)), float(cal.get(f"w_p_{variant}", 1.0))
 
 
-def main(argv=None) -> int:
+def _run(args) -> None:
   from dcic_jax.codecs import codec as codec_lib
   from dcic_jax.data.images import list_images, load_rgb
   from dcic_jax.entropy.bitstream import write_atomic
-  from dcic_jax.errors import UserError
-  p = argparse.ArgumentParser(description="compute the DCIC calibration constants of a codec export")
-  p.add_argument("checkpoint")
-  p.add_argument("images", nargs="?", default=str(pathlib.Path(__file__).resolve().parents[2] / "data" / "images"))
-  p.add_argument("--seed", type=int, default=0)
-  args = p.parse_args(argv)
-  try:
-    codec = codec_lib.load(args.checkpoint)
-    images = [load_rgb(f) for f in list_images(args.images)]
-    if not images:
-      raise UserError(f"no images in {args.images}")
-    cal = calibrate_codec(codec, images, args.seed)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  codec = codec_lib.load(args.checkpoint)
+  images = [load_rgb(f) for f in list_images(args.images)]
+  cal = calibrate_codec(codec, images, args.seed)
   info_path = pathlib.Path(args.checkpoint) / "codec.json"
   info = json.loads(info_path.read_text())
   info["dcic"] = cal
   write_atomic(info_path, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
   print(f"{info_path}: {cal}")
-  return 0
+
+
+def main(argv=None) -> int:
+  from dcic_jax.errors import exit_code
+  p = argparse.ArgumentParser(description="compute the DCIC calibration constants of a codec export")
+  p.add_argument("checkpoint")
+  p.add_argument("images", nargs="?", default=str(pathlib.Path(__file__).resolve().parents[2] / "data" / "images"))
+  p.add_argument("--seed", type=int, default=0)
+  return exit_code(_run, p.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -101,14 +101,17 @@ class GridDecoder:
     pad = -len(k_d) % step
     k_d_p = np.concatenate([k_d, np.repeat(k_d[-1:], pad)])
     k_p_p = np.concatenate([k_p, np.repeat(k_p[-1:], pad)])
+    rep, data, grid = (NamedSharding(mesh, s) for s in (P(), P("data"), P("grid")))
+    prior_params, codec_params = jax.device_put((prior_params, codec_params), rep)
+    targets, keys = jax.device_put((targets, jnp.asarray(keys)), data)
+    k_d_p, k_p_p = jax.device_put((k_d_p, k_p_p), grid)
     with contextlib.ExitStack() as stack:
       stack.enter_context(jax.threefry_partitionable(True))
       if self._progress:
         self._bar = stack.enter_context(tqdm.tqdm(
             total=self._steps * len(k_d_p) * num_images, desc="DCIC decode", unit="step"))
       try:
-        out = self._compiled(mesh)(prior_params, codec_params, targets, jnp.asarray(keys),
-                                   k_d_p, k_p_p)
+        out = self._compiled(mesh)(prior_params, codec_params, targets, keys, k_d_p, k_p_p)
         out.block_until_ready()
       finally:
         self._bar = None

@@ -7,7 +7,8 @@ over images and over (K_D, K_P) pairs), with N respaced steps and the key from t
   for i = N … 1 (one jax.lax.scan), t = τ_i, z_i = N(fold_in(key, i)):
     schedule mode: G inner optax steps on
         L(x) = K_D·w_D·ℓ_D(x̂0(x)) + K_P·w_P·ℓ_P(x̂0(x)) + λ·‖x − x⁰‖²,   step η₀·√ᾱ_t
-      grad="xt": x is x_t and the gradient runs through ε_θ (rematerialised);
+      grad="xt": x is x_t and the gradient runs through ε_θ (memory: the UNet's block-level
+                 `remat` trades one extra forward for activations of one block at a time);
       grad="x0": x is x̂0 itself, the gradient runs through the codec only, ε is re-derived;
       then the DDIM(η) step from the result with z_i.
     dps mode (Chung et al. 2023; the Idempotence decoder of Xu et al. 2024 when K_D = 0):
@@ -58,7 +59,6 @@ class DCICConfig:
   start_step: int = 0           # 0: start from pure noise at τ_N; k in 1..N: start at τ_k from x̂_b (late start)
   w_d: float = 1.0              # calibration of ℓ_D (K_D = 1 is full strength for this codec/prior pair)
   w_p: float = 1.0              # calibration of ℓ_P
-  remat: bool = True            # rematerialise ε_θ in the backward pass (memory ∝ one UNet forward)
 
   def __post_init__(self):
     for name, value, allowed in (("mode", self.mode, MODES), ("grad", self.grad, GRADS),
@@ -102,7 +102,6 @@ def make_decode_one(eps_fn: EpsFn, codec: CodecFns, schedule: Schedule, cfg: DCI
   n = schedule.num_steps
   first = cfg.start_step or n
   timesteps = jnp.asarray(schedule.timesteps, jnp.int32)
-  net = jax.checkpoint(eps_fn) if cfg.remat else eps_fn
   inner_opt = optax.sgd(1.0) if cfg.optimizer == "sgd" else optax.adam(1.0)
 
   def decode(prior_params, codec_params, target: Target, key_data, k_d, k_p):
@@ -136,7 +135,7 @@ def make_decode_one(eps_fn: EpsFn, codec: CodecFns, schedule: Schedule, cfg: DCI
       lr = cfg.step_size * c.sqrt_ab_t
       if cfg.grad == "xt":
         def loss(x):
-          u = predict_x0(x, net(prior_params, x, t_B), c)
+          u = predict_x0(x, eps_fn(prior_params, x, t_B), c)
           return constraint(u, True) + cfg.prox * jnp.sum(jnp.square(x - x_t))
         x = inner(loss, x_t, lr)
         x_s, _ = ddim_step(x, eps_fn(prior_params, x, t_B), i, z, schedule, cfg.eta)
@@ -150,7 +149,7 @@ def make_decode_one(eps_fn: EpsFn, codec: CodecFns, schedule: Schedule, cfg: DCI
       z = step_noise(key, i, shape)
 
       def guided(x):
-        x_s, u = ddim_step(x, net(prior_params, x, t_B), i, z, schedule, cfg.eta)
+        x_s, u = ddim_step(x, eps_fn(prior_params, x, t_B), i, z, schedule, cfg.eta)
         return constraint(u, False), x_s
 
       grad, x_s = jax.grad(guided, has_aux=True)(x_t)

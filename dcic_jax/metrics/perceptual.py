@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dcic_jax.errors import UserError
+from dcic_jax.errors import UserError, exit_code
 from dcic_jax.metrics import inception
 from dcic_jax.metrics import lpips as lpips_lib
 
@@ -512,12 +512,7 @@ def build_parser():
 
 def main(argv=None):
   args = build_parser().parse_args(argv)
-  try:
-    args.fn(args)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return exit_code(args.fn, args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,114 @@
+"""Distortion–perception sweep: one .dcic file per image decoded over a (K_D, K_P) grid.
+
+For every image crop: compress once with the codec (real file, real bpp), then decode the whole
+grid in one call of the DCIC decoder, and score each grid point over the image set with PSNR
+(distortion) and patch SWD against the originals (weight-free realism; lower is more realistic).
+Prints the table with the two boundary curves (K_P = 0: DCIC_RD, K_D = 0: DCIC_RP), the interior
+points (DCIC_RDP), the base codec, and — with --idempotence-steps — the Idempotence decoder
+(`dps`, K_D = 0, K_P = 1, ζ = 0.6) with its network evaluations, so the evaluations DCIC needs to
+match its realism can be read off.
+
+  python experiments/dp_sweep.py --prior WORKDIR_OR_CHECKPOINT [--images ../shared/data/kodak]
+  python experiments/dp_sweep.py --prior analytic:0.5 --steps 10   # network-free smoke run
+
+Crops (default 128×128 from the image centre) keep CPU runs short; --crop 0 decodes whole images.
+"""
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+import jax
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from dcic_jax.codecs import codec as codec_lib  # noqa: E402
+from dcic_jax.data.images import list_images, load_rgb  # noqa: E402
+from dcic_jax.dcic.calibrate import weights  # noqa: E402
+from dcic_jax.dcic.decode import dcic_decode  # noqa: E402
+from dcic_jax.dcic.sampler import DCICConfig  # noqa: E402
+from dcic_jax.diffusion.prior import load_prior  # noqa: E402
+from dcic_jax.metrics import swd  # noqa: E402
+
+
+def _crop(image, size):
+  if not size:
+    return image
+  h, w = image.shape[:2]
+  top, left = max((h - size) // 2, 0), max((w - size) // 2, 0)
+  return image[top:top + size, left:left + size]
+
+
+def _psnr(a, b):
+  mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2, axis=(1, 2, 3))
+  return float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))))
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--prior", required=True)
+  p.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "mbt2018-mean-q2"))
+  p.add_argument("--images", default=str(REPO / "data" / "images"))
+  p.add_argument("--crop", type=int, default=128)
+  p.add_argument("--max-images", type=int, default=24)
+  p.add_argument("--kd", default="0,0.5,1")
+  p.add_argument("--kp", default="0,0.5,1")
+  p.add_argument("--steps", type=int, default=50)
+  p.add_argument("--mode", default="schedule")
+  p.add_argument("--idempotence-steps", type=int, default=0, help="also run dps K_P=1 with this many steps")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--json", default=None)
+  args = p.parse_args(argv)
+
+  codec = codec_lib.load(args.checkpoint)
+  info = json.loads((pathlib.Path(args.checkpoint) / "codec.json").read_text())
+  w_d, w_p = weights(info, "reconstruction")
+  prior = load_prior(args.prior)
+  images = [_crop(load_rgb(f), args.crop) for f in list_images(args.images)[:args.max_images]]
+  files = [codec.compress(im, seed=args.seed + k) for k, im in enumerate(images)]
+  decoded = [codec.decompress(f) for f in files]
+  originals = np.stack(images)
+  bpp = np.mean([8 * len(f) / (im.shape[0] * im.shape[1]) for f, im in zip(files, images)])
+  kd_values = [float(v) for v in args.kd.split(",")]
+  kp_values = [float(v) for v in args.kp.split(",")]
+  points = [(a, b) for a in kd_values for b in kp_values]
+  key = jax.random.key(args.seed)
+
+  def realism(x):
+    return float(swd.swd(key, originals, x)) * 1e3
+
+  rows = [dict(name="base codec", k_d=None, k_p=None, nfe=0, psnr=_psnr(np.stack([d.image for d in decoded]), originals),
+               swd=realism(np.stack([d.image for d in decoded])))]
+  cfg = DCICConfig(num_steps=args.steps, mode=args.mode, w_d=w_d, w_p=w_p)
+  nfe = args.steps * (1 + 2 * cfg.inner_steps)   # forward + G·(forward + backward≈2 forwards)
+  start = time.perf_counter()
+  out = np.stack([dcic_decode(codec, prior, [d], cfg, [q[0] for q in points], [q[1] for q in points],
+                              progress=True)[:, 0] for d in decoded], axis=1)   # [G, B, H, W, 3]
+  seconds = time.perf_counter() - start
+  for (k_d, k_p), x in zip(points, out):
+    name = "sampler" if k_d == k_p == 0 else "DCIC_RD" if k_p == 0 else "DCIC_RP" if k_d == 0 else "DCIC_RDP"
+    rows.append(dict(name=name, k_d=k_d, k_p=k_p, nfe=nfe, psnr=_psnr(x, originals), swd=realism(x)))
+  if args.idempotence_steps:
+    idem = DCICConfig(num_steps=args.idempotence_steps, mode="dps", step_size=0.6, w_d=w_d, w_p=1.0)
+    x = np.stack([dcic_decode(codec, prior, [d], idem, [0.0], [1.0], progress=True)[0, 0] for d in decoded])
+    rows.append(dict(name="Idempotence (dps)", k_d=0.0, k_p=1.0, nfe=3 * args.idempotence_steps,
+                     psnr=_psnr(x, originals), swd=realism(x)))
+
+  print(f"{len(images)} images ({args.crop or 'full'} px) from {args.images}; codec {args.checkpoint} "
+        f"at {bpp:.4f} bpp (file sizes); prior {prior.name}; N={args.steps}, mode {args.mode}; "
+        f"grid decode {seconds:.1f} s")
+  print("| point | K_D | K_P | UNet evals (fwd-equiv.) | PSNR dB | patch SWD x1e3 |")
+  print("|---|---|---|---|---|---|")
+  for r in rows:
+    kd = "" if r["k_d"] is None else f"{r['k_d']:g}"
+    kp = "" if r["k_p"] is None else f"{r['k_p']:g}"
+    print(f"| {r['name']} | {kd} | {kp} | {r['nfe']} | {r['psnr']:.2f} | {r['swd']:.1f} |")
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(dict(bpp=bpp, rows=rows), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+  main()
