@@ -78,7 +78,7 @@ def main(argv=None):
   key = jax.random.key(args.seed)
 
   def realism(x):
-    return float(swd.swd(key, originals, x)) * 1e3
+    return swd.swd(key, originals, x).mean * 1e3
 
   rows = [dict(name="base codec", k_d=None, k_p=None, nfe=0, psnr=_psnr(np.stack([d.image for d in decoded]), originals),
                swd=realism(np.stack([d.image for d in decoded])))]
