@@ -129,14 +129,17 @@ def _weight(text: str) -> float:
   return v
 
 
-def _seed(text: str) -> int:
-  try:
-    v = int(text, 0)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-  if not 0 <= v < 2**64:
-    raise argparse.ArgumentTypeError(f"seed must be in [0, 2**64), got {v}")
-  return v
+def seed_type(bits: int):
+  """argparse type for a seed in [0, 2**bits) (decimal or 0x...)."""
+  def parse(text: str) -> int:
+    try:
+      v = int(text, 0)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= v < 2**bits:
+      raise argparse.ArgumentTypeError(f"seed must be in [0, 2**{bits}), got {v}")
+    return v
+  return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
   c.add_argument("input")
   c.add_argument("output")
   c.add_argument("--checkpoint", required=True, help="codec export directory (e.g. checkpoints/bmshj2018-q3)")
-  c.add_argument("--seed", type=_seed, default=0, help="decoder noise seed stored in the header (0..2**64-1)")
+  c.add_argument("--seed", type=seed_type(64), default=0, help="decoder noise seed stored in the header (0..2**64-1)")
   c.set_defaults(fn=_compress)
   d = sub.add_parser("decompress", help=".dcic file -> PNG")
   d.add_argument("input")

@@ -25,6 +25,7 @@ import sys
 import jax
 import numpy as np
 
+from dcic_jax.cli import seed_type
 from dcic_jax.errors import UserError, exit_code
 
 
@@ -183,16 +184,6 @@ def _json_ready(x):
   return None if isinstance(x, float) and math.isnan(x) else x
 
 
-def _seed(text):
-  try:
-    v = int(text, 0)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-  if not 0 <= v < 2**32:
-    raise argparse.ArgumentTypeError(f"seed must be in [0, 2**32), got {v}")
-  return v
-
-
 def build_parser():
   p = argparse.ArgumentParser(prog="python -m dcic_jax.score",
                               description=__doc__.splitlines()[0])
@@ -205,7 +196,7 @@ def build_parser():
   p.add_argument("--fid", action="store_true", help="FID and KID (needs --inception)")
   p.add_argument("--patch", type=int, default=64, help="FID/KID patch size P (0: whole images)")
   p.add_argument("--shifted", action="store_true", help="add the P/2-shifted patch grid (HiFiC)")
-  p.add_argument("--seed", type=_seed, default=0, help="seed of SWD and KID (default 0)")
+  p.add_argument("--seed", type=seed_type(32), default=0, help="seed of SWD and KID (default 0)")
   p.add_argument("--batch-size", type=int, default=16, help="Inception batch size")
   p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
   return p
