@@ -100,8 +100,7 @@ def _decompress(args) -> None:
   settings = {"input": str(args.input), "checkpoint": str(ckpt), "prior": prior.name,
               "seed": header.seed, "prng": header.prng_impl, "dcic": dataclasses.asdict(cfg),
               "points": files}
-  from dcic_jax.entropy.bitstream import write_atomic
-  write_atomic(out_dir / "settings.json", (json.dumps(settings, indent=2) + "\n").encode())
+  bitstream.write_atomic(out_dir / "settings.json", (json.dumps(settings, indent=2) + "\n").encode())
   print(f"{out_dir}: {len(points)} DCIC decodes + settings.json ({header.codec_id}, prior {prior.name})")
 
 

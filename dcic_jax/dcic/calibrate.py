@@ -14,6 +14,7 @@ hold for any prior paired with it. `python -m dcic_jax.dcic.calibrate CHECKPOINT
 (re)computes them; the noise comes from an explicit seed.
 """
 import argparse
+import functools
 import json
 import pathlib
 import sys
@@ -28,34 +29,36 @@ from dcic_jax.dcic.constraints import CodecFns, Target
 SIGMA = 0.1
 
 
+@functools.partial(jax.jit, static_argnames=("codec", "variant"))
+def _gradient_norms(codec: CodecFns, codec_params, targets: Target, u: jax.Array, variant: str):
+  """([B] ‖∇ℓ_D(u)‖, [B] ‖∇ℓ_P(u)‖): one compilation per codec, variant and image size."""
+  g_d = jax.grad(lambda v: jnp.sum(constraints.distortion_loss(v, targets)))(u)
+  g_p = jax.grad(lambda v: jnp.sum(constraints.idempotence_loss(codec, codec_params, v, targets,
+                                                                variant)))(u)
+  axes = tuple(range(1, u.ndim))
+  return jnp.sqrt(jnp.sum(g_d**2, axes)), jnp.sqrt(jnp.sum(g_p**2, axes))
+
+
 def gradient_ratio(codec: CodecFns, codec_params, targets: Target, key: jax.Array,
                    variant: str, sigma: float = SIGMA) -> np.ndarray:
   """[B] ‖∇ℓ_D‖/‖∇ℓ_P‖ at x̂_b + N(0, σ²), per image."""
   u = targets.x_b + sigma * jax.random.normal(key, targets.x_b.shape)
-
-  def norms(u):
-    g_d = jax.grad(lambda v: jnp.sum(constraints.distortion_loss(v, targets)))(u)
-    g_p = jax.grad(lambda v: jnp.sum(constraints.idempotence_loss(codec, codec_params, v, targets,
-                                                                  variant)))(u)
-    axes = tuple(range(1, u.ndim))
-    return jnp.sqrt(jnp.sum(g_d**2, axes)), jnp.sqrt(jnp.sum(g_p**2, axes))
-
-  n_d, n_p = jax.jit(norms)(u)
+  n_d, n_p = _gradient_norms(codec, codec_params, targets, u, variant)
   return np.asarray(n_d) / np.maximum(np.asarray(n_p), 1e-30)
 
 
 def calibrate_codec(codec, images: list[np.ndarray], seed: int = 0) -> dict:
   """{"w_d", "w_p_reconstruction", "w_p_latent", "method"} for a `codecs.codec.Codec`."""
   fns = CodecFns.from_module(codec.module)
+  targets = []
+  for image in images:
+    decoded = codec.decompress(codec.compress(image))
+    targets.append(constraints.make_target(fns, codec.params, jnp.asarray(decoded.y_hat[None]),
+                                           jnp.asarray(decoded.mu[None])))
   result = {"w_d": 1.0}
   for j, variant in enumerate(constraints.VARIANTS):
-    ratios = []
-    for k, image in enumerate(images):
-      decoded = codec.decompress(codec.compress(image))
-      target = constraints.make_target(fns, codec.params, jnp.asarray(decoded.y_hat[None]),
-                                       jnp.asarray(decoded.mu[None]))
-      key = jax.random.fold_in(jax.random.key(seed), 1000 * j + k)
-      ratios.append(gradient_ratio(fns, codec.params, target, key, variant)[0])
+    ratios = [gradient_ratio(fns, codec.params, target, jax.random.fold_in(jax.random.key(seed), 1000 * j + k),
+                             variant)[0] for k, target in enumerate(targets)]
     result[f"w_p_{variant}"] = float(np.median(ratios))
   result["method"] = (f"median |grad l_D| / |grad l_P| at x_b + N(0, {SIGMA}^2) over "
                       f"{len(images)} images, seed {seed}")

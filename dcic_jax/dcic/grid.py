@@ -35,6 +35,11 @@ def grid_mesh(num_images: int, devices=None) -> jax.sharding.Mesh:
                        axis_types=(AxisType.Auto, AxisType.Auto), devices=devices)
 
 
+def _shardings(mesh) -> tuple[NamedSharding, NamedSharding, NamedSharding]:
+  """(replicated, split over "data", split over "grid")."""
+  return tuple(NamedSharding(mesh, s) for s in (P(), P("data"), P("grid")))
+
+
 class GridDecoder:
   """`decoder(prior_params, codec_params, targets[B], keys[B, 2], k_d[G], k_p[G]) -> x̂ [G, B, H, W, 3]`.
 
@@ -80,7 +85,7 @@ class GridDecoder:
       fn = jax.shard_map(self._local, mesh=mesh,
                          in_specs=(P(), P(), P("data"), P("data"), P("grid"), P("grid")),
                          out_specs=P("grid", "data"), check_vma=False)
-      rep, data, grid = (NamedSharding(mesh, s) for s in (P(), P("data"), P("grid")))
+      rep, data, grid = _shardings(mesh)
       self._jitted[key] = jax.jit(fn, in_shardings=(rep, rep, data, data, grid, grid),
                                   out_shardings=NamedSharding(mesh, P("grid", "data")))
     return self._jitted[key]
@@ -101,7 +106,7 @@ class GridDecoder:
     pad = -len(k_d) % step
     k_d_p = np.concatenate([k_d, np.repeat(k_d[-1:], pad)])
     k_p_p = np.concatenate([k_p, np.repeat(k_p[-1:], pad)])
-    rep, data, grid = (NamedSharding(mesh, s) for s in (P(), P("data"), P("grid")))
+    rep, data, grid = _shardings(mesh)
     prior_params, codec_params = jax.device_put((prior_params, codec_params), rep)
     targets, keys = jax.device_put((targets, jnp.asarray(keys)), data)
     k_d_p, k_p_p = jax.device_put((k_d_p, k_p_p), grid)

@@ -74,10 +74,6 @@ class DCICConfig:
     if self.mode == "dps" and self.grad != "xt":
       raise UserError("dps mode differentiates through ε_θ: it needs grad='xt'")
 
-  def replace(self, **kw) -> "DCICConfig":
-    return dataclasses.replace(self, **kw)
-
-
 def header_key(seed: int, prng_impl: str = PRNG_IMPL) -> jax.Array:
   """The decoder key from a header's 64-bit seed: raw threefry key data (hi, lo), no hashing."""
   if prng_impl != PRNG_IMPL:

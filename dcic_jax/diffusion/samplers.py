@@ -47,13 +47,19 @@ class StepCoefs(NamedTuple):
   ddpm_std_large: jax.Array    # √β, 0 on the last step
 
 
+def _sigma_ddim1(schedule: Schedule) -> np.ndarray:
+  """[N] float64 σ_i of DDIM at η = 1: √((1−ᾱ_s)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_s)."""
+  ab, ab_s = schedule.alphas_cumprod, schedule.alphas_cumprod_prev
+  return np.sqrt((1.0 - ab_s) / (1.0 - ab)) * np.sqrt(np.maximum(1.0 - ab / ab_s, 0.0))
+
+
 def coefficient_table(schedule: Schedule) -> np.ndarray:
   """[N, len(StepCoefs)] float32: row i−1 holds step i's coefficients (float64 maths)."""
   ab, ab_s = schedule.alphas_cumprod, schedule.alphas_cumprod_prev
   beta = 1.0 - ab / ab_s
   large = np.where(np.arange(len(ab)) > 0, beta, 0.0)
   cols = (np.sqrt(ab), np.sqrt(1.0 - ab), 1.0 / np.sqrt(ab), 1.0 / np.sqrt(1.0 - ab), ab_s,
-          np.sqrt(ab_s), np.sqrt((1.0 - ab_s) / (1.0 - ab)) * np.sqrt(np.maximum(beta, 0.0)),
+          np.sqrt(ab_s), _sigma_ddim1(schedule),
           np.sqrt(ab_s) * beta / (1.0 - ab), np.sqrt(1.0 - beta) * (1.0 - ab_s) / (1.0 - ab),
           np.sqrt(beta * (1.0 - ab_s) / (1.0 - ab)), np.sqrt(large))
   return np.stack(cols, axis=1).astype(np.float32)
@@ -79,9 +85,8 @@ def _ddim_noise_coefs(schedule: Schedule, i: jax.Array, c: StepCoefs,
                      eta: float | jax.Array) -> tuple[jax.Array, jax.Array]:
   """(σ_i, √(1−ᾱ_s−σ_i²)): from the float64 table for a Python η, on the device for a traced one."""
   if isinstance(eta, (int, float)):
-    ab, ab_s = schedule.alphas_cumprod, schedule.alphas_cumprod_prev
-    sigma = eta * np.sqrt((1.0 - ab_s) / (1.0 - ab)) * np.sqrt(np.maximum(1.0 - ab / ab_s, 0.0))
-    c_eps = np.sqrt(np.maximum(1.0 - ab_s - sigma**2, 0.0))
+    sigma = eta * _sigma_ddim1(schedule)
+    c_eps = np.sqrt(np.maximum(1.0 - schedule.alphas_cumprod_prev - sigma**2, 0.0))
     table = jnp.asarray(np.stack([sigma, c_eps], axis=1).astype(np.float32))[i - 1]
     return table[0], table[1]
   sigma = eta * c.sigma_ddim1
