@@ -4,6 +4,8 @@ Run any config with: python -m dcic_jax.main --config=configs/<name>.py --workdi
 """
 import ml_collections
 
+from dcic_jax.diffusion.train import default_prior_config
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -36,14 +38,49 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.export_dir = ""                  # after training, export the codec (params + coding tables) here
 
-  # ---- evaluation / demo ----
+  # ---- evaluation: the rate points and the images of the study (pipeline.py) ----
   config.eval = ml_collections.ConfigDict()
-  config.eval.images_dir = "data/images"  # images compressed and measured by the demo
-  config.eval.checkpoints = ""           # comma-separated codec export dirs to evaluate (empty: the one just trained)
-  config.eval.seed = 0                    # header seed written into every .dcic file (the decoder's common randomness)
+  config.eval.dataset = "folder"          # data/datasets.py: "folder", "celeba_hq", "clic2020" or "imagenet"
+  config.eval.images_dir = "data/images"  # folder of images ("folder") or the root of the dataset's manual files
+  config.eval.split = ""                  # dataset split ("" = the dataset's evaluation default; docs/datasets.md)
+  config.eval.max_images = 0              # first k images of the (sorted) set; 0 = all
+  config.eval.resize_short = 0            # resize the short side to this (Pillow bicubic) before the crop; 0 = no resize
+  config.eval.crop = 0                    # centre crop side in pixels before coding; 0 = full images
+  config.eval.checkpoints = ""           # comma-separated codec export dirs, one per rate point (plus the one trained here)
+  config.eval.seed = 0                    # header seeds of the .dcic files: image k gets a distinct seed derived from it
+
+  # ---- DCIC decoding of the (K_D, K_P) grid (dcic/, DESIGN §2) ----
+  config.dcic = ml_collections.ConfigDict()
+  config.dcic.enabled = True              # False: base codec only (no prior needed)
+  config.dcic.prior = "shipped"           # "shipped" (checkpoints/prior), "train" (the prior block below), a prior
+                                          # workdir / export / diffusers or guided-diffusion file, or analytic:STD
+  config.dcic.rates = ""                  # comma-separated rate names (export folder names) that get the grid; "" = all
+  config.dcic.kd = "0,0.5,1"              # K_D values of the grid (distortion constraint weight)
+  config.dcic.kp = "0,0.5,1"              # K_P values (idempotence constraint weight); the grid is their product
+  config.dcic.num_steps = 50              # respaced reverse steps N
+  config.dcic.start_step = 0              # 0: start from noise; k: start at step k from the noised x_b (late start)
+  config.dcic.mode = "schedule"           # "schedule" (inner optax steps) or "dps" (Idempotence-style step)
+  config.dcic.grad = "xt"                 # "xt": gradient through eps_theta; "x0": through the codec only (cheaper)
+  config.dcic.inner_steps = 1             # G: inner optimiser steps per reverse step
+  config.dcic.optimizer = "sgd"           # inner optimiser: "sgd" or "adam"
+  config.dcic.step_size = 0.5             # eta_0 (schedule mode; scaled by sqrt(alpha_bar_t)) or zeta (dps)
+  config.dcic.prox = 1.0                  # lambda of |x - x0|^2 that keeps G > 1 inner steps near the sampler
+  config.dcic.eta = 1.0                   # DDIM eta of the sampler step (1: DDPM variance, 0: deterministic)
+  config.dcic.variant = "reconstruction"  # l_P variant: "reconstruction" or "latent"
+  config.dcic.batch = 8                   # images per compiled call (all grid points together)
+  config.dcic.chunk = 1                   # (grid point, image) pairs vmapped together per device (memory vs speed)
+
+  # ---- diffusion prior trained by the job when dcic.prior == "train" (diffusion/train.py) ----
+  config.prior = default_prior_config()   # every field is commented in dcic_jax/diffusion/train.py
+  config.prior.train.data_dir = "data/photos"  # folder of training photos (random crops)
+
+  # ---- report (report/) ----
+  config.report = ml_collections.ConfigDict()
+  config.report.crop = 96                 # side of the centre crops in the (K_D, K_P) image grid
 
   # ---- perceptual metrics (metrics/perceptual.py; their weights cannot be downloaded here) ----
   config.metrics = ml_collections.ConfigDict()
   config.metrics.inception_path = ""      # FID/KID Inception: pytorch-fid's pt_inception-2015-12-05-6726825d.pth or its .npz ("" = not available)
+  config.metrics.fid_patch = 64           # FID/KID over patches of this side (Xu et al. 2024 protocol); 0 = whole images
   config.metrics.lpips_path = ""          # LPIPS: .npz from `python -m dcic_jax.metrics.perceptual convert-lpips` (lpips v0.1 heads + torchvision trunk; "" = not available)
   return config

@@ -1,21 +1,434 @@
-"""The stages behind `dcic_jax.main`; each is resumable from the workdir."""
+"""The stages behind `dcic_jax.main`, each resumable from the workdir.
+
+  train_codec → train_prior → encode → decode → evaluate → report
+
+Workdir layout (every file written to a temporary name and renamed, so a killed run leaves no
+half-written output and a re-run redoes only what is missing):
+
+  codec/                        codec training (train.py), when train_codec.steps > 0
+  prior/                        prior training (diffusion/train.py), when dcic.prior == "train"
+  originals/<image>.png         the evaluated images (after the optional centre crop)
+  files/<rate>/<image>.dcic     real bitstreams; their sizes are the rates of every table
+  base/<rate>/<image>.png       x̂_b, the base codec's reconstruction
+  decoded/<rate>/<point>/<image>.png   DCIC decodes, <point> = kd<K_D>_kp<K_P>
+  measurements/<rate>.json      metrics of the base codec and of every grid point of one rate
+  report/                       report.md, report.html and the PNG figures
+  stages.json                   finished stages with the fingerprint of the config they ran with
+
+A stage whose fingerprint matches is skipped outright; changing a field a stage depends on
+re-runs that stage (its per-file outputs are still reused where they exist, except that a new
+DCIC setting writes to fresh `decoded/` folders, see `_decode_fingerprint`).
+"""
+import dataclasses
+import hashlib
+import json
+import os
 import pathlib
+import time
+from typing import Any
 
 import ml_collections
+import numpy as np
+import tqdm
+
+from dcic_jax.errors import UserError
+
+STAGES = ("train_codec", "train_prior", "encode", "decode", "evaluate", "report")
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> None:
-  workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  trained = config.train_codec.steps > 0
-  if trained:
-    from dcic_jax.train import train_codec
-    _, params = train_codec(config, str(workdir / "codec"))
-    if config.export_dir:
+@dataclasses.dataclass(frozen=True)
+class Rate:
+  """One rate point of the study: a codec export directory."""
+  name: str      # folder name of the export (e.g. mbt2018-mean-q2): the rate's id in the workdir
+  path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class GridPoint:
+  k_d: float
+  k_p: float
+
+  @property
+  def name(self) -> str:
+    return f"kd{self.k_d:g}_kp{self.k_p:g}"
+
+
+def parse_values(text: str, what: str) -> list[float]:
+  try:
+    values = [float(v) for v in str(text).split(",") if v.strip()]
+  except ValueError:
+    raise UserError(f"{what} must be comma-separated numbers, got {text!r}") from None
+  if not values or any(v < 0 for v in values):
+    raise UserError(f"{what} must be one or more numbers >= 0, got {text!r}")
+  return values
+
+
+def grid_points(config) -> list[GridPoint]:
+  return [GridPoint(a, b) for a in parse_values(config.dcic.kd, "dcic.kd")
+          for b in parse_values(config.dcic.kp, "dcic.kp")]
+
+
+def _fingerprint(*parts: Any) -> str:
+  text = json.dumps(parts, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Workdir:
+  """Paths of the workdir and the record of finished stages."""
+
+  def __init__(self, root):
+    self.root = pathlib.Path(root).absolute()
+    self.root.mkdir(parents=True, exist_ok=True)
+    self._stages_path = self.root / "stages.json"
+
+  def done(self) -> dict:
+    return json.loads(self._stages_path.read_text()) if self._stages_path.is_file() else {}
+
+  def is_done(self, stage: str, fingerprint: str) -> bool:
+    return self.done().get(stage, {}).get("fingerprint") == fingerprint
+
+  def mark_done(self, stage: str, fingerprint: str, seconds: float) -> None:
+    from dcic_jax.entropy.bitstream import write_atomic
+    done = self.done()
+    done[stage] = {"fingerprint": fingerprint, "seconds": round(seconds, 2),
+                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    write_atomic(self._stages_path, (json.dumps(done, indent=1) + "\n").encode())
+
+  def __truediv__(self, other):
+    return self.root / other
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+
+
+def stage_train_codec(config, wd: Workdir) -> list[Rate]:
+  """Train one codec (train_codec.steps > 0) or take the exports listed in eval.checkpoints."""
+  rates = [Rate(pathlib.Path(c).name, c) for c in str(config.eval.checkpoints).split(",") if c]
+  if config.train_codec.steps > 0:
+    export_dir = config.export_dir or str(wd / "codec_export")
+    if not (pathlib.Path(export_dir) / "codec.json").is_file() or not wd.is_done(
+        "train_codec", _fingerprint(config.codec.to_dict(), config.train_codec.to_dict())):
       from dcic_jax.codecs.codec import export_trained
-      export_trained(config, params, config.export_dir)
-      print(f"exported codec to {config.export_dir}")
-  if config.eval.checkpoints or (trained and config.export_dir):
-    from dcic_jax import demo
-    ckpts = [c for c in config.eval.checkpoints.split(",") if c] or [config.export_dir]
-    demo.run(ckpts, config.eval.images_dir, workdir / "demo", seed=config.eval.seed)
+      from dcic_jax.train import train_codec
+      t0 = time.perf_counter()
+      _, params = train_codec(config, str(wd / "codec"))
+      export_trained(config, params, export_dir)
+      print(f"exported codec to {export_dir}")
+      wd.mark_done("train_codec", _fingerprint(config.codec.to_dict(),
+                                               config.train_codec.to_dict()),
+                   time.perf_counter() - t0)
+    rates.append(Rate(pathlib.Path(export_dir).name, export_dir))
+  if not rates:
+    raise UserError("nothing to evaluate: set eval.checkpoints (codec export dirs) or "
+                    "train_codec.steps > 0")
+  for r in rates:
+    if not (pathlib.Path(r.path) / "codec.json").is_file():
+      raise UserError(f"no codec export at {r.path} (expected {r.path}/codec.json)")
+  names = [r.name for r in rates]
+  if len(set(names)) != len(names):
+    raise UserError(f"two rate points share a folder name: {names}")
+  return rates
+
+
+def stage_train_prior(config, wd: Workdir) -> str | None:
+  """The prior spec the decode stage loads: trained here (dcic.prior == "train") or given."""
+  if not _dcic_enabled(config):
+    return None
+  spec = config.dcic.prior
+  if spec == "shipped":
+    return None  # load_prior(None): checkpoints/prior
+  if spec != "train":
+    return spec
+  from dcic_jax.diffusion.train import folder_crops, latest_step, train_prior
+  tc = config.prior.train
+  fp = _fingerprint(config.prior.to_dict())
+  if not wd.is_done("train_prior", fp):
+    t0 = time.perf_counter()
+    import jax
+    # Each host reads its own share of every global batch (its own crop stream).
+    train_prior(config, str(wd.root), folder_crops(
+        tc.data_dir, tc.crop_size, tc.batch_size // jax.process_count(),
+        tc.seed + jax.process_index(), start=latest_step(str(wd.root))))
+    wd.mark_done("train_prior", fp, time.perf_counter() - t0)
+  return str(wd.root)
+
+
+def _dcic_enabled(config) -> bool:
+  return bool(config.dcic.enabled)
+
+
+def eval_images(config) -> list[tuple[str, np.ndarray]]:
+  """(name, uint8 [H, W, 3]) of the evaluation set, centre-cropped to eval.crop if set."""
+  from dcic_jax.data import datasets
+  images = datasets.eval_images(config.eval.dataset, config.eval.images_dir,
+                                split=config.eval.split, max_images=config.eval.max_images)
+  out = []
+  for im in images:
+    x = im.load()
+    if config.eval.resize_short:
+      x = resize_short(x, config.eval.resize_short)
+    if config.eval.crop:
+      x = center_crop(x, config.eval.crop)
+    out.append((im.name, x))
+  return out
+
+
+def resize_short(image_HW3: np.ndarray, side: int) -> np.ndarray:
+  from PIL import Image
+  h, w = image_HW3.shape[:2]
+  scale = side / min(h, w)
+  size = (max(side, round(w * scale)), max(side, round(h * scale)))
+  return np.asarray(Image.fromarray(image_HW3).resize(size, Image.BICUBIC))
+
+
+def center_crop(image_HW3: np.ndarray, size: int) -> np.ndarray:
+  h, w = image_HW3.shape[:2]
+  if min(h, w) < size:
+    raise UserError(f"eval.crop {size} is larger than an evaluation image ({h}x{w})")
+  top, left = (h - size) // 2, (w - size) // 2
+  return image_HW3[top:top + size, left:left + size]
+
+
+def stage_encode(config, wd: Workdir, rates: list[Rate]) -> list[str]:
+  """Write the originals, then one real .dcic file and its base reconstruction per rate."""
+  from dcic_jax.codecs import codec as codec_lib
+  from dcic_jax.entropy.bitstream import write_atomic
+  images = eval_images(config)
+  if not images:
+    raise UserError(f"no evaluation image in {config.eval.images_dir}")
+  names = [n for n, _ in images]
+  fp = _fingerprint([r.name for r in rates], names, config.eval.crop, config.eval.resize_short,
+                    config.eval.seed)
+  if wd.is_done("encode", fp):
+    return names
+  t0 = time.perf_counter()
+  for name, x in images:
+    if not (wd / "originals" / f"{name}.png").is_file():
+      _save_png(wd / "originals" / f"{name}.png", x)
+  for rate in tqdm.tqdm(rates, desc="encode rates"):
+    codec = None
+    for k, (name, x) in enumerate(images):
+      dcic_path = wd / "files" / rate.name / f"{name}.dcic"
+      base_path = wd / "base" / rate.name / f"{name}.png"
+      if dcic_path.is_file() and base_path.is_file():
+        continue
+      codec = codec or codec_lib.load(rate.path)
+      data = codec.compress(x, seed=_file_seed(config.eval.seed, k))
+      dcic_path.parent.mkdir(parents=True, exist_ok=True)
+      write_atomic(dcic_path, data)
+      _save_png(base_path, codec.decompress(data).image)
+  wd.mark_done("encode", fp, time.perf_counter() - t0)
+  return names
+
+
+def _save_png(path: pathlib.Path, image_HW3: np.ndarray) -> None:
+  from dcic_jax.data.images import save_png_atomic
+  path.parent.mkdir(parents=True, exist_ok=True)
+  save_png_atomic(path, image_HW3)
+
+
+def _file_seed(seed: int, index: int) -> int:
+  """The header seed of the index-th image: distinct per image, a pure function of eval.seed."""
+  return (int(seed) * 1_000_003 + index) % 2**64
+
+
+def dcic_config(config, codec_json: dict):
+  """The DCICConfig of the study, with the codec's calibration constants (codec.json "dcic")."""
+  from dcic_jax.dcic.calibrate import weights
+  from dcic_jax.dcic.sampler import DCICConfig
+  d = config.dcic
+  w_d, w_p = weights(codec_json, d.variant)
+  return DCICConfig(num_steps=d.num_steps, inner_steps=d.inner_steps, mode=d.mode, grad=d.grad,
+                    optimizer=d.optimizer, step_size=d.step_size, prox=d.prox, eta=d.eta,
+                    variant=d.variant, start_step=d.start_step, w_d=w_d, w_p=w_p)
+
+
+def _decode_fingerprint(config, prior_spec) -> str:
+  fields = {k: v for k, v in config.dcic.to_dict().items() if k not in ("chunk", "rates")}
+  return _fingerprint(fields, prior_spec)
+
+
+def stage_decode(config, wd: Workdir, rates: list[Rate], names: list[str],
+                 prior_spec: str | None) -> None:
+  """Decode every (K_D, K_P) grid point of every file of the DCIC rates: one compiled call per
+  rate and image size (all grid points and all images of that size together)."""
+  if not _dcic_enabled(config):
+    return
+  points = grid_points(config)
+  fp = _fingerprint(_decode_fingerprint(config, prior_spec), [r.name for r in rates], names)
+  if wd.is_done("decode", fp):
+    return
+  setting = _decode_fingerprint(config, prior_spec)
+  t0 = time.perf_counter()
+  from dcic_jax.codecs import codec as codec_lib
+  from dcic_jax.dcic.decode import dcic_decode
+  from dcic_jax.diffusion.prior import load_prior
+  prior = None
+  for rate in dcic_rates(config, rates):
+    out_root = wd / "decoded" / rate.name
+    _check_setting(out_root, setting, config, prior_spec)
+    missing = [n for n in names
+               if not all((out_root / p.name / f"{n}.png").is_file() for p in points)]
+    if not missing:
+      continue
+    prior = prior or load_prior(prior_spec)
+    codec = codec_lib.load(rate.path)
+    cfg = dcic_config(config, json.loads((pathlib.Path(rate.path) / "codec.json").read_text()))
+    decoded = {n: codec.decompress((wd / "files" / rate.name / f"{n}.dcic").read_bytes())
+               for n in missing}
+    by_size: dict[tuple[int, int], list[str]] = {}
+    for n in missing:
+      by_size.setdefault(decoded[n].x_hat.shape[:2], []).append(n)
+    k_d = np.array([p.k_d for p in points], np.float32)
+    k_p = np.array([p.k_p for p in points], np.float32)
+    for group in by_size.values():
+      for start in range(0, len(group), config.dcic.batch):
+        batch = group[start:start + config.dcic.batch]
+        print(f"decode {rate.name}: {len(points)} grid points x {len(batch)} images "
+              f"({decoded[batch[0]].header.height}x{decoded[batch[0]].header.width})")
+        x_GB = dcic_decode(codec, prior, [decoded[n] for n in batch], cfg, k_d, k_p,
+                           chunk=config.dcic.chunk, progress=True)
+        for g, p in enumerate(points):
+          for b, n in enumerate(batch):
+            _save_png(out_root / p.name / f"{n}.png", x_GB[g, b])
+  wd.mark_done("decode", fp, time.perf_counter() - t0)
+
+
+def _check_setting(out_root: pathlib.Path, setting: str, config, prior_spec) -> None:
+  """decoded/<rate>/ holds decodes of one DCIC setting; a different setting starts afresh."""
+  from dcic_jax.entropy.bitstream import write_atomic
+  marker = out_root / "setting.json"
+  if marker.is_file() and json.loads(marker.read_text())["fingerprint"] != setting:
+    import shutil
+    shutil.rmtree(out_root)
+  if not marker.is_file():
+    out_root.mkdir(parents=True, exist_ok=True)
+    info = {"fingerprint": setting, "prior": prior_spec or "shipped",
+            "dcic": config.dcic.to_dict()}
+    write_atomic(marker, (json.dumps(info, indent=1) + "\n").encode())
+
+
+def dcic_rates(config, rates: list[Rate]) -> list[Rate]:
+  """The rates that get the (K_D, K_P) grid: dcic.rates (names), or all of them."""
+  wanted = [n for n in str(config.dcic.rates).split(",") if n]
+  if not wanted:
+    return rates
+  known = {r.name: r for r in rates}
+  unknown = [n for n in wanted if n not in known]
+  if unknown:
+    raise UserError(f"dcic.rates names {unknown}, which are not among the evaluated rates "
+                    f"{sorted(known)}")
+  return [known[n] for n in wanted]
+
+
+def stage_evaluate(config, wd: Workdir, rates: list[Rate], names: list[str]) -> dict:
+  """Metrics of the base codec and of every grid point, one JSON file per rate."""
+  from dcic_jax import score
+  from dcic_jax.data.images import load_rgb
+  from dcic_jax.entropy.bitstream import write_atomic
+  points = grid_points(config) if _dcic_enabled(config) else []
+  with_grid = {r.name for r in dcic_rates(config, rates)} if points else set()
+  fp = _fingerprint(wd.done().get("decode", {}).get("fingerprint"),
+                    wd.done().get("encode", {}).get("fingerprint"), config.metrics.to_dict(),
+                    config.eval.seed, sorted(with_grid))
+  t0 = time.perf_counter()
+  originals = [load_rgb(wd / "originals" / f"{n}.png") for n in names]
+  lpips, inception = _perceptual_nets(config)
+  results = {}
+  done = wd.is_done("evaluate", fp)
+  for rate in tqdm.tqdm(rates, desc="evaluate rates"):
+    path = wd / "measurements" / f"{rate.name}.json"
+    if done and path.is_file():
+      results[rate.name] = json.loads(path.read_text())
+      continue
+    sizes = [(wd / "files" / rate.name / f"{n}.dcic").stat().st_size for n in names]
+    bpp = [8 * s / (im.shape[0] * im.shape[1]) for s, im in zip(sizes, originals)]
+    entries = {"base": _score_folder(score, wd / "base" / rate.name, names, originals,
+                                     config, lpips, inception)}
+    if rate.name in with_grid:
+      for p in points:
+        e = _score_folder(score, wd / "decoded" / rate.name / p.name, names, originals, config,
+                          lpips, inception)
+        entries[p.name] = {**e, "k_d": p.k_d, "k_p": p.k_p}
+    results[rate.name] = {"rate": rate.name, "path": rate.path, "bpp": float(np.mean(bpp)),
+                          "bpp_per_image": dict(zip(names, bpp)), "points": entries}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, (json.dumps(results[rate.name], indent=1) + "\n").encode())
+  if not done:
+    wd.mark_done("evaluate", fp, time.perf_counter() - t0)
+  return results
+
+
+def _score_folder(score, folder: pathlib.Path, names, originals, config, lpips, inception):
+  from dcic_jax.data.images import load_rgb
+  recons = [load_rgb(folder / f"{n}.png") for n in names]
+  r = score.score(originals, recons, seed=config.eval.seed, names=names, lpips=lpips,
+                  inception=inception, patch_size=config.metrics.fid_patch)
+  return {"mean": r["mean"], "set": r["set"],
+          "per_image": {row["image"]: {k: v for k, v in row.items() if k != "image"}
+                        for row in r["images"]}}
+
+
+def _perceptual_nets(config):
+  """LPIPS and Inception weights when the config names them (they cannot be downloaded)."""
+  lpips = inception = None
+  if config.metrics.lpips_path:
+    from dcic_jax.metrics import perceptual
+    lpips = perceptual.load_lpips(config.metrics.lpips_path)
+  if config.metrics.inception_path:
+    from dcic_jax.metrics import perceptual
+    inception = perceptual.load_inception(config.metrics.inception_path)
+  return lpips, inception
+
+
+def stage_report(config, wd: Workdir, results: dict) -> pathlib.Path:
+  from dcic_jax.report import build
+  fp = _fingerprint(wd.done().get("evaluate", {}).get("fingerprint"), config.report.to_dict())
+  report = wd / "report" / "report.md"
+  if not (wd.is_done("report", fp) and report.is_file()):
+    t0 = time.perf_counter()
+    report = build.build_report(wd.root, results, config)
+    wd.mark_done("report", fp, time.perf_counter() - t0)
+  return report
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def validate(config) -> None:
+  """One-line errors for config values that would otherwise fail deep inside a stage."""
+  if config.train_codec.steps < 0:
+    raise UserError(f"train_codec.steps must be >= 0, got {config.train_codec.steps}")
+  if config.eval.crop < 0 or config.eval.max_images < 0:
+    raise UserError("eval.crop and eval.max_images must be >= 0")
+  if _dcic_enabled(config):
+    grid_points(config)
+    if config.dcic.batch < 1 or config.dcic.chunk < 1:
+      raise UserError("dcic.batch and dcic.chunk must be >= 1")
+    dcic_config(config, {})  # DCICConfig validates mode/grad/optimizer/variant/steps
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> pathlib.Path:
+  """Run every stage; each skips the work a previous run of this workdir already did."""
+  validate(config)
+  wd = Workdir(workdir)
+  times = {}
+
+  def timed(name, fn, *args):
+    t0 = time.perf_counter()
+    out = fn(*args)
+    times[name] = time.perf_counter() - t0
+    return out
+
+  rates = timed("train_codec", stage_train_codec, config, wd)
+  prior_spec = timed("train_prior", stage_train_prior, config, wd)
+  names = timed("encode", stage_encode, config, wd, rates)
+  timed("decode", stage_decode, config, wd, rates, names, prior_spec)
+  results = timed("evaluate", stage_evaluate, config, wd, rates, names)
+  report = timed("report", stage_report, config, wd, results)
+  from dcic_jax.report.build import headline_markdown
+  print(headline_markdown(results))
+  print("stage times (this run): " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
+  print(f"report: {report} (and report.html beside it)")
+  return report

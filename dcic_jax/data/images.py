@@ -1,4 +1,5 @@
 """Reading images from disk as 8-bit RGB, with clear errors for what the codecs cannot take."""
+import io
 import pathlib
 import sys
 
@@ -20,16 +21,29 @@ def load_rgb(path) -> np.ndarray:
   path = pathlib.Path(path)
   if not path.is_file():
     raise UserError(f"no such image file: {path}")
+  return _decode(path, path)
+
+
+def decode_rgb(data: bytes, source: str) -> np.ndarray:
+  """Encoded image bytes (from an archive or a prepared dataset) -> uint8 [H, W, 3].
+
+  The same conversions and errors as `load_rgb`, so an image read from bytes equals the one read
+  from its file; `source` names where the bytes came from in error messages.
+  """
+  return _decode(io.BytesIO(data), source)
+
+
+def _decode(fp, source) -> np.ndarray:
   try:
-    with Image.open(path) as im:
+    with Image.open(fp) as im:
       if im.width * im.height > MAX_PIXELS:
-        raise UserError(f"{path}: {im.width}x{im.height} is too large (more than {MAX_PIXELS} pixels)")
+        raise UserError(f"{source}: {im.width}x{im.height} is too large (more than {MAX_PIXELS} pixels)")
       im.load()
-      return _to_rgb8(im, path)
+      return _to_rgb8(im, source)
   except UnidentifiedImageError:
-    raise UserError(f"{path}: not an image file Pillow can read") from None
+    raise UserError(f"{source}: not an image file Pillow can read") from None
   except OSError as e:
-    raise UserError(f"{path}: cannot read image ({e})") from None
+    raise UserError(f"{source}: cannot read image ({e})") from None
 
 
 def _to_rgb8(im: Image.Image, path) -> np.ndarray:

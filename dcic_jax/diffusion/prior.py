@@ -1,7 +1,8 @@
 """A diffusion prior as a value: ε_θ, its parameters and its full T-step schedule.
 
 `load_prior(spec)` understands
-  * a workdir of `python -m dcic_jax.diffusion.train` (its `prior/` folder, EMA weights),
+  * a workdir of `python -m dcic_jax.diffusion.train` (its `prior/` folder, EMA weights), or a
+    folder written by its `--export` (`prior_config.json` + `params/`, like `checkpoints/prior`),
   * a PyTorch checkpoint: a diffusers `UNet2DModel` folder / .safetensors / .bin, or a
     guided-diffusion `.pt` (converted on load by `diffusion/convert.py`; linear β, T = 1000),
   * `analytic:STD` — the exact ε of N(0, STD²·I) data (`samplers.gaussian_eps_fn`), a
@@ -47,10 +48,12 @@ def load_prior(spec: str | None) -> Prior:
   if not os.path.exists(spec):
     raise UserError(f"diffusion prior not found: {spec}")
   from dcic_jax.diffusion import unet
-  if os.path.isdir(os.path.join(spec, "prior")):
-    from dcic_jax.diffusion.train import load_trained_prior
+  from dcic_jax.diffusion import train
+  if train.is_exported_prior(spec):
+    cfg, params, full = train.load_exported_prior(spec)
+  elif os.path.isdir(os.path.join(spec, "prior")):
     try:
-      cfg, params, full = load_trained_prior(spec)
+      cfg, params, full = train.load_trained_prior(spec)
     except FileNotFoundError as e:
       raise UserError(str(e)) from None
   else:

@@ -128,14 +128,26 @@ def to_model_range(batch: np.ndarray) -> np.ndarray:
   return np.asarray(batch, np.float32)
 
 
-def folder_crops(folder: str, crop_size: int, batch_size: int,
-                 seed: int) -> Iterator[np.ndarray]:
+def folder_crops(folder: str, crop_size: int, batch_size: int, seed: int,
+                 start: int = 0) -> Iterator[np.ndarray]:
   """Endless uint8 [B, crop, crop, 3] random-crop batches of the images in `folder` that are at
-  least crop_size on each side (the codec's pipeline: `data/input_pipeline.py`)."""
+  least crop_size on each side (the codec's pipeline: `data/input_pipeline.py`), beginning with
+  batch `start` (a resumed run passes its step, so it sees the batches an unbroken run would)."""
   images = [a for a in load_folder(folder) if min(a.shape[:2]) >= crop_size]
   if not images:
     raise UserError(f"no image of at least {crop_size}x{crop_size} in {folder!r}")
-  return random_crops(images, crop_size, batch_size, seed)
+  return random_crops(images, crop_size, batch_size, seed, start)
+
+
+def latest_step(workdir: str) -> int:
+  """Optimiser steps of the newest checkpoint under `workdir` (0 if none)."""
+  path = os.path.join(_prior_dir(workdir), "checkpoints")
+  if not os.path.isdir(path):
+    return 0
+  manager = ocp.CheckpointManager(path)
+  step = manager.latest_step()
+  manager.close()
+  return step or 0
 
 
 def _prior_dir(workdir: str) -> str:
@@ -193,6 +205,8 @@ def train_prior(config: ml_collections.ConfigDict, workdir: str,
 
   from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
   writer = SummaryWriter(os.path.join(out_dir, "tensorboard")) if is_main else None
+  # The same scalars as plain JSON lines, so the training curve can be read without TensorBoard.
+  curve = open(os.path.join(out_dir, "metrics.jsonl"), "a") if is_main else None
   bar = tqdm.tqdm(total=tc.num_steps, initial=start, desc="prior",
                   disable=not (is_main and tc.progress_bar))
   pending = None  # (step, metrics) of the last dispatched step, checked one step late
@@ -205,21 +219,23 @@ def train_prior(config: ml_collections.ConfigDict, workdir: str,
       batch = jax.make_array_from_process_local_data(batch_sharding, local, global_shape)
       state, metrics = train_step(state, batch, step_key)
       if pending is not None:
-        _log(writer, bar, *pending, lr_schedule, tc.log_every)
+        _log(writer, curve, bar, *pending, lr_schedule, tc.log_every)
       pending = (step, metrics)
       bar.update(1)
       if (step + 1) % tc.checkpoint_every == 0 or step + 1 == tc.num_steps:
-        _log(writer, bar, *pending, lr_schedule, tc.log_every)  # never save a diverged state
+        _log(writer, curve, bar, *pending, lr_schedule, tc.log_every)  # never save a diverged state
         pending = None
         manager.save(step + 1, args=ocp.args.StandardSave(state))
     if pending is not None:
-      _log(writer, bar, *pending, lr_schedule, tc.log_every)
+      _log(writer, curve, bar, *pending, lr_schedule, tc.log_every)
   finally:
     manager.wait_until_finished()
     manager.close()
     bar.close()
     if writer is not None:
       writer.close()
+    if curve is not None:
+      curve.close()
   return state
 
 
@@ -247,13 +263,16 @@ def _jitted_fns(cfg: UNetConfig, schedule_kind: str, num_timesteps: int,
   return init_fn, train_step
 
 
-def _log(writer, bar, step: int, metrics, lr_schedule, log_every: int) -> None:
+def _log(writer, curve, bar, step: int, metrics, lr_schedule, log_every: int) -> None:
   values = _check_finite(step, metrics)
   if (step + 1) % log_every == 0:
     values["learning_rate"] = float(lr_schedule(step))
     if writer is not None:
       for name, value in values.items():
         writer.add_scalar(f"prior/{name}", value, step + 1)
+    if curve is not None:
+      curve.write(json.dumps({"step": step + 1, **values}) + "\n")
+      curve.flush()
     bar.set_postfix(loss=f"{values['loss']:.4f}")
 
 
@@ -274,23 +293,107 @@ def load_trained_prior(workdir: str, use_ema: bool = True,
   return cfg, params, make_schedule(meta["schedule"], meta["num_timesteps"])
 
 
+def export_prior(workdir: str, out_dir: str, step: int | None = None) -> str:
+  """Write the EMA weights of a trained prior as a small self-contained folder.
+
+  `out_dir/prior_config.json` (architecture, schedule, steps trained) and `out_dir/params`
+  (orbax, EMA parameters only: a third of a training checkpoint, no optimiser state). Written to a
+  temporary folder first and renamed, so a failed export leaves no half-written prior.
+  """
+  cfg, params, _ = load_trained_prior(workdir, step=step)
+  with open(os.path.join(_prior_dir(workdir), "prior_config.json")) as f:
+    meta = json.load(f)
+  manager = ocp.CheckpointManager(os.path.join(_prior_dir(workdir), "checkpoints"))
+  meta["trained_steps"] = int(manager.latest_step() if step is None else step)
+  manager.close()
+  out_dir = os.path.abspath(out_dir)
+  tmp = out_dir + ".tmp"
+  if os.path.exists(tmp):
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(tmp)
+  os.makedirs(tmp)
+  with open(os.path.join(tmp, "prior_config.json"), "w") as f:
+    json.dump({**meta, "unet": dataclasses.asdict(cfg)}, f, indent=2)
+  with ocp.StandardCheckpointer() as ckpt:
+    ckpt.save(os.path.join(tmp, "params"), params)
+  curve = os.path.join(_prior_dir(workdir), "metrics.jsonl")
+  if os.path.isfile(curve):  # the training curve travels with the weights
+    with open(curve) as src, open(os.path.join(tmp, "metrics.jsonl"), "w") as dst:
+      dst.writelines(line for line in src
+                     if json.loads(line)["step"] <= meta["trained_steps"])
+  if os.path.exists(out_dir):
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(out_dir)
+  os.rename(tmp, out_dir)
+  return out_dir
+
+
+def is_exported_prior(path: str) -> bool:
+  return (os.path.isfile(os.path.join(path, "prior_config.json"))
+          and os.path.isdir(os.path.join(path, "params")))
+
+
+def load_exported_prior(path: str) -> tuple[UNetConfig, Any, Schedule]:
+  """(UNetConfig, params, full T-step schedule) of a folder written by `export_prior`."""
+  with open(os.path.join(path, "prior_config.json")) as f:
+    meta = json.load(f)
+  with ocp.StandardCheckpointer() as ckpt:
+    params = ckpt.restore(os.path.abspath(os.path.join(path, "params")))
+  return (UNetConfig(**meta["unet"]), params,
+          make_schedule(meta["schedule"], meta["num_timesteps"]))
+
+
+def _ints(text: str) -> tuple[int, ...]:
+  return tuple(int(v) for v in text.split(",") if v.strip())
+
+
 def main(argv: list[str] | None = None) -> None:
   """Minimal CLI for training a prior on a folder of images (see the module docstring)."""
   import argparse  # pylint: disable=g-import-not-at-top
+  defaults = default_prior_config()
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--images", required=True, help="folder of PNG/JPEG training images")
   p.add_argument("--workdir", required=True)
   p.add_argument("--crop", type=int, default=64)
   p.add_argument("--steps", type=int, default=200_000)
   p.add_argument("--batch", type=int, default=64)
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--seed", type=int, required=True, help="PRNG seed of init, crops, t and eps")
+  p.add_argument("--base-channels", type=int, default=defaults.unet.base_channels)
+  p.add_argument("--channel-mult", type=_ints, default=defaults.unet.channel_mult)
+  p.add_argument("--num-res-blocks", type=int, default=defaults.unet.num_res_blocks)
+  p.add_argument("--attention-levels", type=_ints, default=defaults.unet.attention_levels,
+                 help="comma-separated levels with attention ('' for the middle block only)")
+  p.add_argument("--num-heads", type=int, default=defaults.unet.num_heads)
+  p.add_argument("--norm-groups", type=int, default=32)
+  p.add_argument("--dropout", type=float, default=defaults.unet.dropout)
+  p.add_argument("--lr", type=float, default=defaults.train.learning_rate)
+  p.add_argument("--warmup", type=int, default=defaults.train.warmup_steps)
+  p.add_argument("--ema", type=float, default=defaults.train.ema_decay)
+  p.add_argument("--log-every", type=int, default=defaults.train.log_every)
+  p.add_argument("--checkpoint-every", type=int, default=defaults.train.checkpoint_every)
+  p.add_argument("--export", default="", help="after training, write the EMA weights here "
+                 "(`export_prior`; e.g. checkpoints/prior)")
   args = p.parse_args(argv)
-  config = ml_collections.ConfigDict({"prior": default_prior_config()})
+  config = ml_collections.ConfigDict({"prior": defaults})
+  config.prior.unet.update(base_channels=args.base_channels, channel_mult=args.channel_mult,
+                           num_res_blocks=args.num_res_blocks,
+                           attention_levels=args.attention_levels, num_heads=args.num_heads,
+                           norm_groups=args.norm_groups, dropout=args.dropout)
   config.prior.train.update(crop_size=args.crop, num_steps=args.steps, batch_size=args.batch,
-                            seed=args.seed)
+                            seed=args.seed, learning_rate=args.lr, warmup_steps=args.warmup,
+                            ema_decay=args.ema, log_every=args.log_every,
+                            checkpoint_every=args.checkpoint_every)
   local_batch = args.batch // jax.process_count()
-  train_prior(config, args.workdir,
-              folder_crops(args.images, args.crop, local_batch, args.seed + jax.process_index()))
+  try:
+    train_prior(config, args.workdir,
+                folder_crops(args.images, args.crop, local_batch, args.seed + jax.process_index(),
+                             start=latest_step(args.workdir)))
+    if args.export and jax.process_index() == 0:
+      print(f"exported the prior to {export_prior(args.workdir, args.export)}")
+  except UserError as e:
+    import sys  # pylint: disable=g-import-not-at-top
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,37 @@
+"""The DCIC study on CelebA-HQ: shipped codec ladder, a face prior, a (K_D, K_P) grid per rate.
+
+  python -m dcic_jax.main --config=configs/celeba.py --workdir=runs/celeba \
+      --config.eval.images_dir=/data --config.dcic.prior=/weights/ddpm-ema-celebahq-256
+  python -m dcic_jax.main --config=configs/celeba.py:runlocal --workdir=/tmp/celeba  # laptop
+
+Needs the CelebA-HQ images under <images_dir>/celeba_hq/ (docs/datasets.md says which files) and a
+face prior: the diffusers `google/ddpm-ema-celebahq-256` folder (config.json +
+diffusion_pytorch_model.safetensors), imported on load by dcic_jax/diffusion/convert.py. The
+paper evaluates at 256×256; the codecs are the shipped ones unless eval.checkpoints names others
+(e.g. CompressAI imports: python -m dcic_jax.codecs.compressai_import).
+"""
+from configs import base
+
+
+def get_config(arg: str = ""):
+  config = base.get_config()
+  config.eval.dataset = "celeba_hq"
+  config.eval.images_dir = "data/manual"       # root holding celeba_hq/
+  config.eval.split = "validation"
+  config.eval.max_images = 1000
+  config.eval.checkpoints = ",".join(f"checkpoints/mbt2018-mean-q{q}" for q in (1, 2, 3, 4))
+  config.dcic.prior = "weights/ddpm-ema-celebahq-256"  # diffusers UNet2DModel folder
+  config.dcic.num_steps = 100
+  config.dcic.kd = "0,0.25,0.5,1,2"
+  config.dcic.kp = "0,0.25,0.5,1,2"
+  config.metrics.fid_patch = 64
+  if "runlocal" in arg:  # minutes on a laptop CPU: 4 crops, 2 rates, a 2x2 grid, 10 steps
+    config.eval.max_images = 4
+    config.eval.crop = 128
+    config.eval.checkpoints = "checkpoints/mbt2018-mean-q1,checkpoints/mbt2018-mean-q3"
+    config.dcic.prior = "shipped"
+    config.dcic.num_steps = 10
+    config.dcic.grad = "x0"
+    config.dcic.kd = "0,1"
+    config.dcic.kp = "0,1"
+  return config

@@ -1,0 +1,34 @@
+"""The DCIC study on ImageNet-1K validation images (centre crops of 256×256).
+
+  python -m dcic_jax.main --config=configs/imagenet.py --workdir=runs/imagenet \
+      --config.eval.images_dir=/data --config.dcic.prior=/weights/256x256_diffusion_uncond.pt
+  python -m dcic_jax.main --config=configs/imagenet.py:runlocal --workdir=/tmp/imagenet  # laptop
+
+Needs <images_dir>/imagenet/ILSVRC2012_img_val.tar (or its extracted val/ JPEGs; docs/datasets.md)
+and guided-diffusion's unconditional ImageNet 256 prior (256x256_diffusion_uncond.pt).
+"""
+from configs import base
+
+
+def get_config(arg: str = ""):
+  config = base.get_config()
+  config.eval.dataset = "imagenet"
+  config.eval.images_dir = "data/manual"       # root holding imagenet/
+  config.eval.split = "validation"
+  config.eval.max_images = 1000
+  config.eval.resize_short = 256              # ADM's preprocessing: short side to 256, then the centre crop
+  config.eval.crop = 256
+  config.eval.checkpoints = ",".join(f"checkpoints/mbt2018-mean-q{q}" for q in (1, 2, 3, 4))
+  config.dcic.prior = "weights/256x256_diffusion_uncond.pt"  # guided-diffusion ADM
+  config.dcic.num_steps = 100
+  config.metrics.fid_patch = 64
+  if "runlocal" in arg:
+    config.eval.max_images = 4
+    config.eval.crop = 128
+    config.eval.checkpoints = "checkpoints/mbt2018-mean-q1,checkpoints/mbt2018-mean-q3"
+    config.dcic.prior = "shipped"
+    config.dcic.num_steps = 10
+    config.dcic.grad = "x0"
+    config.dcic.kd = "0,1"
+    config.dcic.kp = "0,1"
+  return config

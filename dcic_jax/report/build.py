@@ -1,0 +1,176 @@
+"""The results report of a workdir: Markdown and HTML with the same tables and PNG figures.
+
+Every number comes from `measurements/<rate>.json` (the evaluate stage) and every figure is
+redrawn from them, so deleting `report/` and re-running the job rebuilds it identically.
+"""
+import html
+import json
+import math
+import pathlib
+import warnings
+
+from dcic_jax.data.images import load_rgb
+from dcic_jax.entropy.bitstream import write_atomic
+from dcic_jax.report import curves as curves_lib
+from dcic_jax.report import plots
+
+
+def _fmt(v: float, key: str) -> str:
+  if v is None or (isinstance(v, float) and math.isnan(v)):
+    return "–"
+  return f"{v:.4f}" if key in ("ms_ssim", "swd", "lpips", "kid") else f"{v:.2f}"
+
+
+def headline_rows(measurements: dict, metrics) -> list[list[str]]:
+  """Per rate: bpp, then base / DCIC_RD / DCIC_RP / DCIC_RDP with every available metric."""
+  rows = []
+  for fam, names in curves_lib.families(measurements).items():
+    for name in names:
+      m = measurements[name]
+      decoders = [("base", "base")] + sorted(
+          curves_lib.boundary_points(m["points"]).items(),
+          key=lambda kv: ("DCIC_RD", "DCIC_RP", "DCIC_RDP").index(kv[0]))
+      for label, pname in decoders:
+        p = m["points"][pname]
+        setting = "" if pname == "base" else f" ({pname})"
+        rows.append([name, f"{m['bpp']:.4f}", label + setting]
+                    + [_fmt(curves_lib.metric(p, key), key) for _, key, _ in metrics])
+  return rows
+
+
+def grid_rows(m: dict, metrics) -> list[list[str]]:
+  rows = []
+  for pname, p in m["points"].items():
+    if pname == "base":
+      continue
+    rows.append([f"{p['k_d']:g}", f"{p['k_p']:g}"]
+                + [_fmt(curves_lib.metric(p, key), key) for _, key, _ in metrics])
+  return rows
+
+
+class _Doc:
+  """Blocks rendered twice: Markdown and HTML."""
+
+  def __init__(self):
+    self.md, self.html = [], []
+
+  def heading(self, text: str, level: int = 2):
+    self.md.append("#" * level + " " + text + "\n")
+    self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
+
+  def para(self, text: str):
+    self.md.append(text + "\n")
+    self.html.append(f"<p>{html.escape(text)}</p>")
+
+  def table(self, header: list[str], rows: list[list[str]]):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    self.md.append("\n".join(lines) + "\n")
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                   for r in rows)
+    self.html.append(f"<table><tr>{cells}</tr>{body}</table>")
+
+  def image(self, path: pathlib.Path, caption: str):
+    self.md.append(f"![{caption}]({path.name})\n")
+    self.html.append(f'<figure><img src="{html.escape(path.name)}" alt="{html.escape(caption)}">'
+                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+  def write(self, out_dir: pathlib.Path, title: str) -> pathlib.Path:
+    write_atomic(out_dir / "report.md", ("\n".join(self.md)).encode())
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:"
+             "collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:"
+             "right}img{max-width:100%}")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{style}</style></head><body>{''.join(self.html)}</body></html>\n")
+    write_atomic(out_dir / "report.html", page.encode())
+    return out_dir / "report.md"
+
+
+def build_report(workdir, measurements: dict, config) -> pathlib.Path:
+  workdir = pathlib.Path(workdir)
+  out = workdir / "report"
+  out.mkdir(parents=True, exist_ok=True)
+  metrics = curves_lib.available_metrics(measurements)
+  curve_list = curves_lib.curves(measurements)
+  stages = json.loads((workdir / "stages.json").read_text()) if (
+      workdir / "stages.json").is_file() else {}
+  names = sorted(p.stem for p in (workdir / "originals").glob("*.png"))
+  dcic_names = [n for n, m in measurements.items() if len(m["points"]) > 1]
+
+  doc = _Doc()
+  doc.heading("dcic_jax results", 1)
+  doc.para(f"Workdir `{workdir}`. {len(names)} evaluation images"
+           + (f" (centre crops of {config.eval.crop}×{config.eval.crop})" if config.eval.crop
+              else " at full resolution")
+           + f" from `{config.eval.images_dir}`. Rates are real `.dcic` file sizes (header "
+           "included). Patch SWD (Laplacian-pyramid 7×7 patches, lower is more realistic) is "
+           "measured between the set of reconstructions and the set of originals.")
+  if dcic_names:
+    setting = json.loads((workdir / "decoded" / dcic_names[0] / "setting.json").read_text())
+    d = setting["dcic"]
+    doc.para(f"DCIC decoder: prior `{setting['prior']}`, {d['num_steps']} steps, mode "
+             f"{d['mode']}, grad {d['grad']}, start step {d['start_step']}, ℓ_P variant "
+             f"{d['variant']}, grid K_D ∈ {{{d['kd']}}} × K_P ∈ {{{d['kp']}}}. DCIC_RD is "
+             "K_P = 0 at the largest K_D, DCIC_RP is K_D = 0 at the largest K_P, DCIC_RDP is "
+             "K_D = K_P = 1.")
+
+  doc.heading("Headline table")
+  doc.table(["rate", "bpp", "decoder"] + [t for t, _, _ in metrics],
+            headline_rows(measurements, metrics))
+
+  doc.heading("Rate–distortion–perception curves")
+  doc.image(plots.rd_curves(curve_list, metrics, out / "rd_curves.png"),
+            "RD curves: real bpp against each metric, base codecs and DCIC boundary curves")
+
+  if len(curve_list) > 1:
+    doc.heading("BD metrics")
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      anchor, rows = curves_lib.bd_table(curve_list, metrics)
+    doc.para(f"Against the anchor `{anchor}` (PCHIP): BD-rate / BD-metric for each metric. "
+             "BD-rate is undefined where a curve's metric is not monotone in rate.")
+    doc.table(["curve"] + [t for t, _, _ in metrics], rows)
+
+  if dcic_names:
+    perception = next(((t, k) for t, k, h in metrics if not h and k != "lpips"),
+                      ("patch SWD", "swd"))
+    doc.heading("Distortion–perception plane")
+    doc.image(plots.dp_plane(measurements, dcic_names, perception, out / "dp_plane.png"),
+              "every (K_D, K_P) grid point of every DCIC rate with its Pareto front")
+    for name in dcic_names:
+      doc.heading(f"Grid at {name} ({measurements[name]['bpp']:.4f} bpp)", 3)
+      doc.table(["K_D", "K_P"] + [t for t, _, _ in metrics], grid_rows(measurements[name], metrics))
+    doc.heading("Image grid")
+    for name in dcic_names[:2]:
+      points = [p for n, p in measurements[name]["points"].items() if n != "base"]
+      k_d_values = sorted({p["k_d"] for p in points})
+      k_p_values = sorted({p["k_p"] for p in points})
+      image = names[0]
+      decoded = {(p["k_d"], p["k_p"]): load_rgb(
+          workdir / "decoded" / name / f"kd{p['k_d']:g}_kp{p['k_p']:g}" / f"{image}.png")
+          for p in points}
+      path = plots.image_grid(load_rgb(workdir / "originals" / f"{image}.png"),
+                              load_rgb(workdir / "base" / name / f"{image}.png"), decoded,
+                              k_d_values, k_p_values, config.report.crop,
+                              out / f"grid_{name}_{image}.png")
+      doc.image(path, f"{image} at {name}: rows K_D, columns K_P ({config.report.crop}px crop)")
+
+  if stages:
+    doc.heading("Stage times")
+    from dcic_jax.pipeline import STAGES  # pylint: disable=g-import-not-at-top
+    doc.para("Wall time of the run that did each stage's work (a resumed run keeps the times "
+             "of the stages it skipped).")
+    doc.table(["stage", "seconds", "finished"],
+              [[k, f"{stages[k]['seconds']:.1f}", stages[k]["finished"]] for k in STAGES
+               if k in stages])
+  return doc.write(out, "dcic_jax results")
+
+
+def headline_markdown(measurements: dict) -> str:
+  """The headline table alone (printed at the end of a run)."""
+  metrics = curves_lib.available_metrics(measurements)
+  doc = _Doc()
+  doc.table(["rate", "bpp", "decoder"] + [t for t, _, _ in metrics],
+            headline_rows(measurements, metrics))
+  return doc.md[0]

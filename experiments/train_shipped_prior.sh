@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Trains the shipped diffusion prior (checkpoints/prior) on random 32x32 crops of the photos in
+# ../shared/data/photos, holding out the last five (045-049) for the realism check of
+# experiments/prior_quality.py. Logs to checkpoints/prior_train_log.txt; the per-100-step curve
+# stays in $RUNS/prior/metrics.jsonl. Re-running resumes from the last checkpoint.
+#   bash experiments/train_shipped_prior.sh           (STEPS=6000: about 2 hours on a 2-core CPU)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-runs/shipped-prior}
+STEPS=${STEPS:-6000}
+PHOTOS=${PHOTOS:-../shared/data/photos}
+LOG=checkpoints/prior_train_log.txt
+mkdir -p "$RUNS/train-photos" checkpoints
+for f in "$PHOTOS"/0[0-3][0-9].png "$PHOTOS"/04[0-4].png; do
+  ln -sf "$(realpath "$f")" "$RUNS/train-photos/$(basename "$f")"
+done
+echo "=== prior: $STEPS steps on $(ls "$RUNS/train-photos" | wc -l) photos ===" | tee -a "$LOG"
+python -m dcic_jax.diffusion.train --images="$RUNS/train-photos" --workdir="$RUNS" --seed=0 \
+  --crop=32 --batch=16 --steps="$STEPS" --base-channels=32 --channel-mult=1,2,2 \
+  --num-res-blocks=1 --attention-levels= --num-heads=4 --norm-groups=16 --dropout=0 \
+  --lr=5e-4 --warmup=200 --ema=0.999 --log-every=100 --checkpoint-every=250 \
+  --export=checkpoints/prior 2>&1 | tr '\r' '\n' | grep -E "^(prior|exported|error)|Error" \
+  | awk '/^prior/ {last = $0; if (++n % 200 == 0) print; next} {print} END {if (last) print last}' \
+  | tee -a "$LOG"

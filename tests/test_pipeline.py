@@ -1,0 +1,110 @@
+"""The main job's stages on a shipped codec and the analytic prior: files, report, resume."""
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import IMAGES, REPO
+
+sys.path.insert(0, str(REPO))
+from configs import base  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+  """Two tiny random codec exports standing in for two rate points (shipped ones compile slowly
+  at the tests' XLA optimisation level)."""
+  from dcic_jax.codecs.codec import export_trained
+  from dcic_jax.codecs.registry import make_codec
+  root = tmp_path_factory.mktemp("exports")
+  config = base.get_config()
+  config.codec.id, config.codec.N, config.codec.M = "bmshj2018", 16, 24
+  module = make_codec("bmshj2018", N=16, M=24)
+  for q in (1, 3):
+    params = jax.jit(module.init)(jax.random.key(q), np.zeros((1, 64, 64, 3), np.float32))
+    export_trained(config, params["params"], root / f"bmshj2018-q{q}")
+  return root
+
+
+def _config(exports, **dcic):
+  config = base.get_config()
+  config.train_codec.steps = 0
+  config.eval.images_dir = str(IMAGES)
+  config.eval.max_images = 2
+  config.eval.crop = 64
+  config.eval.checkpoints = f"{exports / 'bmshj2018-q1'},{exports / 'bmshj2018-q3'}"
+  config.dcic.rates = "bmshj2018-q3"
+  config.dcic.prior = "analytic:0.5"
+  config.dcic.kd = "0,1"
+  config.dcic.kp = "0,1"
+  config.dcic.num_steps = 3
+  config.dcic.grad = "x0"
+  config.report.crop = 32
+  config.dcic.update(dcic)
+  return config
+
+
+def _tree(root):
+  return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_stages_write_files_report_and_resume(tmp_path, exports, capsys):
+  from dcic_jax import pipeline
+  wd = tmp_path / "wd"
+  report = pipeline.run(_config(exports), str(wd))
+  names = ["kodim04_crop", "kodim15_crop"]
+  for n in names:
+    assert (wd / "files" / "bmshj2018-q1" / f"{n}.dcic").is_file()
+    for point in ("kd0_kp0", "kd1_kp0", "kd0_kp1", "kd1_kp1"):
+      assert (wd / "decoded" / "bmshj2018-q3" / point / f"{n}.png").is_file()
+  assert not (wd / "decoded" / "bmshj2018-q1").exists()  # dcic.rates: only q3 gets the grid
+  m = json.loads((wd / "measurements" / "bmshj2018-q3.json").read_text())
+  size = (wd / "files" / "bmshj2018-q3" / "kodim04_crop.dcic").stat().st_size
+  assert abs(m["bpp_per_image"]["kodim04_crop"] - 8 * size / 64**2) < 1e-9  # real file sizes
+  assert set(m["points"]) == {"base", "kd0_kp0", "kd1_kp0", "kd0_kp1", "kd1_kp1"}
+  # K_D = 1 pulls the decode toward x̂_b; K_D = K_P = 0 is the unconstrained sampler.
+  from dcic_jax.data.images import load_rgb
+  from dcic_jax.evaluate import quality
+  base_image = load_rgb(wd / "base" / "bmshj2018-q3" / "kodim04_crop.png")
+  to_base = {p: quality(base_image, load_rgb(wd / "decoded" / "bmshj2018-q3" / p /
+                                             "kodim04_crop.png"))[0]
+             for p in ("kd0_kp0", "kd1_kp0")}
+  assert to_base["kd1_kp0"] > to_base["kd0_kp0"] + 10
+  text = report.read_text()
+  for needle in ("Headline table", "DCIC_RD", "DCIC_RP", "DCIC_RDP", "rd_curves.png",
+                 "dp_plane.png", "BD metrics", "grid_bmshj2018-q3"):
+    assert needle in text, needle
+  assert (wd / "report" / "report.html").is_file() and (wd / "report" / "dp_plane.png").is_file()
+  assert "report:" in capsys.readouterr().out
+
+  before = _tree(wd)
+  pipeline.run(_config(exports), str(wd))  # finished workdir: nothing is redone
+  assert _tree(wd) == before
+
+  # A lost output is redone alone; a new DCIC setting decodes afresh.
+  (wd / "decoded" / "bmshj2018-q3" / "kd1_kp1" / "kodim15_crop.png").unlink()
+  pipeline.run(_config(exports, kp="0,1,2"), str(wd))
+  assert (wd / "decoded" / "bmshj2018-q3" / "kd1_kp2" / "kodim15_crop.png").is_file()
+  after = _tree(wd)
+  assert after["files/bmshj2018-q3/kodim04_crop.dcic"] == before["files/bmshj2018-q3/kodim04_crop.dcic"]
+
+
+def test_bad_config_values_are_one_line_errors(tmp_path, exports):
+  from dcic_jax import pipeline
+  from dcic_jax.errors import UserError
+  for field, value, match in (("kd", "a,b", "dcic.kd"), ("mode", "nope", "mode"),
+                              ("rates", "nope-q9", "dcic.rates")):
+    config = _config(exports, **{field: value})
+    with pytest.raises(UserError, match=match):
+      pipeline.run(config, str(tmp_path / field))
+
+
+def test_main_reports_bad_config_in_one_line(tmp_path):
+  p = subprocess.run([sys.executable, "-m", "dcic_jax.main", "--config=configs/demo.py",
+                      f"--workdir={tmp_path}", "--config.eval.checkpoints=checkpoints/nope"],
+                     capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert p.returncode == 2 and "Traceback" not in p.stderr
+  assert p.stderr.strip().splitlines()[-1].startswith("error:")
