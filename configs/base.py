@@ -84,3 +84,22 @@ def get_config() -> ml_collections.ConfigDict:
   config.metrics.fid_patch = 64           # FID/KID over patches of this side (Xu et al. 2024 protocol); 0 = whole images
   config.metrics.lpips_path = ""          # LPIPS: .npz from `python -m dcic_jax.metrics.perceptual convert-lpips` (lpips v0.1 heads + torchvision trunk; "" = not available)
   return config
+
+
+def runlocal(config: ml_collections.ConfigDict, max_images: int = 4) -> ml_collections.ConfigDict:
+  """The `:runlocal` override of the dataset configs: minutes on a laptop CPU.
+
+  A few 128×128 centre crops, two shipped rates, a 2×2 (K_D, K_P) grid, 10 `x0` steps and the
+  shipped prior; the same stages and report as the full run.
+  """
+  config.eval.max_images = max_images
+  config.eval.crop = 128
+  config.eval.resize_short = 0
+  config.eval.checkpoints = "checkpoints/mbt2018-mean-q1,checkpoints/mbt2018-mean-q3"
+  config.dcic.prior = "shipped"
+  config.dcic.num_steps = 10
+  config.dcic.grad = "x0"
+  config.dcic.kd = "0,1"
+  config.dcic.kp = "0,1"
+  config.metrics.fid_patch = 64
+  return config

@@ -25,13 +25,6 @@ def get_config(arg: str = ""):
   config.dcic.kd = "0,0.25,0.5,1,2"
   config.dcic.kp = "0,0.25,0.5,1,2"
   config.metrics.fid_patch = 64
-  if "runlocal" in arg:  # minutes on a laptop CPU: 4 crops, 2 rates, a 2x2 grid, 10 steps
-    config.eval.max_images = 4
-    config.eval.crop = 128
-    config.eval.checkpoints = "checkpoints/mbt2018-mean-q1,checkpoints/mbt2018-mean-q3"
-    config.dcic.prior = "shipped"
-    config.dcic.num_steps = 10
-    config.dcic.grad = "x0"
-    config.dcic.kd = "0,1"
-    config.dcic.kp = "0,1"
+  if "runlocal" in arg:
+    base.runlocal(config, max_images=4)
   return config

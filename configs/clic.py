@@ -23,13 +23,5 @@ def get_config(arg: str = ""):
   config.dcic.batch = 1                          # CLIC images differ in size
   config.metrics.fid_patch = 256                 # FID over 256×256 patches (HiFiC protocol)
   if "runlocal" in arg:
-    config.eval.max_images = 2
-    config.eval.crop = 128
-    config.eval.checkpoints = "checkpoints/mbt2018-mean-q1,checkpoints/mbt2018-mean-q3"
-    config.dcic.prior = "shipped"
-    config.dcic.num_steps = 10
-    config.dcic.grad = "x0"
-    config.dcic.kd = "0,1"
-    config.dcic.kp = "0,1"
-    config.metrics.fid_patch = 64
+    base.runlocal(config, max_images=2)
   return config

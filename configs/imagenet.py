@@ -23,12 +23,5 @@ def get_config(arg: str = ""):
   config.dcic.num_steps = 100
   config.metrics.fid_patch = 64
   if "runlocal" in arg:
-    config.eval.max_images = 4
-    config.eval.crop = 128
-    config.eval.checkpoints = "checkpoints/mbt2018-mean-q1,checkpoints/mbt2018-mean-q3"
-    config.dcic.prior = "shipped"
-    config.dcic.num_steps = 10
-    config.dcic.grad = "x0"
-    config.dcic.kd = "0,1"
-    config.dcic.kp = "0,1"
+    base.runlocal(config, max_images=4)
   return config

@@ -113,11 +113,14 @@ def stage_train_codec(config, wd: Workdir) -> list[Rate]:
       from dcic_jax.train import train_codec
       t0 = time.perf_counter()
       _, params = train_codec(config, str(wd / "codec"))
-      export_trained(config, params, export_dir)
-      print(f"exported codec to {export_dir}")
-      wd.mark_done("train_codec", _fingerprint(config.codec.to_dict(),
-                                               config.train_codec.to_dict()),
-                   time.perf_counter() - t0)
+      if _is_writer():
+        export_trained(config, params, export_dir)
+        print(f"exported codec to {export_dir}")
+      _barrier("export")
+      if _is_writer():
+        wd.mark_done("train_codec", _fingerprint(config.codec.to_dict(),
+                                                 config.train_codec.to_dict()),
+                     time.perf_counter() - t0)
     rates.append(Rate(pathlib.Path(export_dir).name, export_dir))
   if not rates:
     raise UserError("nothing to evaluate: set eval.checkpoints (codec export dirs) or "
@@ -137,8 +140,16 @@ def stage_train_prior(config, wd: Workdir) -> str | None:
     return None
   spec = config.dcic.prior
   if spec == "shipped":
+    from dcic_jax.diffusion.prior import SHIPPED_PRIOR
+    if not os.path.isdir(SHIPPED_PRIOR):
+      raise UserError(f"no shipped prior at {SHIPPED_PRIOR}; set dcic.prior to a prior path, "
+                      "'train', or analytic:STD")
     return None  # load_prior(None): checkpoints/prior
   if spec != "train":
+    if not spec.startswith("analytic:") and not os.path.exists(spec):
+      raise UserError(f"dcic.prior {spec!r} does not exist: put the prior there (a diffusers "
+                      "UNet2DModel folder, a guided-diffusion .pt, or a prior workdir/export), "
+                      "or set dcic.prior to 'shipped' or 'train'")
     return spec
   from dcic_jax.diffusion.train import folder_crops, latest_step, train_prior
   tc = config.prior.train
@@ -150,7 +161,8 @@ def stage_train_prior(config, wd: Workdir) -> str | None:
     train_prior(config, str(wd.root), folder_crops(
         tc.data_dir, tc.crop_size, tc.batch_size // jax.process_count(),
         tc.seed + jax.process_index(), start=latest_step(str(wd.root))))
-    wd.mark_done("train_prior", fp, time.perf_counter() - t0)
+    if _is_writer():
+      wd.mark_done("train_prior", fp, time.perf_counter() - t0)
   return str(wd.root)
 
 
@@ -288,17 +300,22 @@ def stage_decode(config, wd: Workdir, rates: list[Rate], names: list[str],
         print(f"decode {rate.name}: {len(points)} grid points x {len(batch)} images "
               f"({decoded[batch[0]].header.height}x{decoded[batch[0]].header.width})")
         x_GB = dcic_decode(codec, prior, [decoded[n] for n in batch], cfg, k_d, k_p,
-                           chunk=config.dcic.chunk, progress=True)
-        for g, p in enumerate(points):
-          for b, n in enumerate(batch):
-            _save_png(out_root / p.name / f"{n}.png", x_GB[g, b])
-  wd.mark_done("decode", fp, time.perf_counter() - t0)
+                           chunk=config.dcic.chunk, progress=_is_writer())
+        if _is_writer():  # the decoded array is replicated: one host writes it
+          for g, p in enumerate(points):
+            for b, n in enumerate(batch):
+              _save_png(out_root / p.name / f"{n}.png", x_GB[g, b])
+  if _is_writer():
+    wd.mark_done("decode", fp, time.perf_counter() - t0)
 
 
 def _check_setting(out_root: pathlib.Path, setting: str, config, prior_spec) -> None:
   """decoded/<rate>/ holds decodes of one DCIC setting; a different setting starts afresh."""
   from dcic_jax.entropy.bitstream import write_atomic
   marker = out_root / "setting.json"
+  if not _is_writer():
+    _barrier(f"setting:{out_root.name}")
+    return
   if marker.is_file() and json.loads(marker.read_text())["fingerprint"] != setting:
     import shutil
     shutil.rmtree(out_root)
@@ -307,6 +324,7 @@ def _check_setting(out_root: pathlib.Path, setting: str, config, prior_spec) -> 
     info = {"fingerprint": setting, "prior": prior_spec or "shipped",
             "dcic": config.dcic.to_dict()}
     write_atomic(marker, (json.dumps(info, indent=1) + "\n").encode())
+  _barrier(f"setting:{out_root.name}")
 
 
 def dcic_rates(config, rates: list[Rate]) -> list[Rate]:
@@ -409,26 +427,78 @@ def validate(config) -> None:
     dcic_config(config, {})  # DCICConfig validates mode/grad/optimizer/variant/steps
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> pathlib.Path:
-  """Run every stage; each skips the work a previous run of this workdir already did."""
+def _is_writer() -> bool:
+  """On several hosts (jax.distributed) process 0 writes the workdir; the others compute along
+  in the collective stages (training, decoding) and wait at a barrier after each stage."""
+  import jax
+  return jax.process_index() == 0
+
+
+def _barrier(name: str) -> None:
+  from dcic_jax import sharding
+  sharding.sync(f"pipeline:{name}")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> pathlib.Path | None:
+  """Run every stage; each skips the work a previous run of this workdir already did.
+
+  Multi-host (one process per host, the workdir on a shared file system): the training stages
+  and the grid decode are collective calls over all devices; encode, evaluate and report run on
+  process 0, the one host that writes, while the others wait. Returns the report path (None on
+  the other hosts).
+  """
   validate(config)
   wd = Workdir(workdir)
+  writer = _is_writer()
   times = {}
 
-  def timed(name, fn, *args):
+  def timed(name, fn, *args, collective=True):
     t0 = time.perf_counter()
-    out = fn(*args)
+    out = fn(*args) if (collective or writer) else None
+    _barrier(name)
     times[name] = time.perf_counter() - t0
     return out
 
   rates = timed("train_codec", stage_train_codec, config, wd)
   prior_spec = timed("train_prior", stage_train_prior, config, wd)
-  names = timed("encode", stage_encode, config, wd, rates)
+  names = timed("encode", stage_encode, config, wd, rates, collective=False)
+  names = names if names is not None else [n for n, _ in eval_images(config)]
   timed("decode", stage_decode, config, wd, rates, names, prior_spec)
-  results = timed("evaluate", stage_evaluate, config, wd, rates, names)
-  report = timed("report", stage_report, config, wd, results)
+  results = timed("evaluate", stage_evaluate, config, wd, rates, names, collective=False)
+  report = timed("report", stage_report, config, wd, results, collective=False)
+  if not writer:
+    return None
   from dcic_jax.report.build import headline_markdown
   print(headline_markdown(results))
   print("stage times (this run): " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
   print(f"report: {report} (and report.html beside it)")
   return report
+
+
+def dry_run(config: ml_collections.ConfigDict) -> None:
+  """Print the size of the study and a wall-time estimate of its decode stage on this job's
+  devices (docs/scaling.md): ε_θ timed once at the study's image size."""
+  from dcic_jax import sweep
+  validate(config)
+  rates = [c for c in str(config.eval.checkpoints).split(",") if c]
+  rates = rates + (["(trained codec)"] if config.train_codec.steps > 0 else [])
+  images = eval_images(config)
+  if not _dcic_enabled(config) or not images:
+    print(f"{len(rates)} rates x {len(images)} images; DCIC disabled or no image: no decode stage")
+    return
+  wanted = [n for n in str(config.dcic.rates).split(",") if n]
+  n_rates = len(wanted) or len(rates)
+  points = grid_points(config)
+  from dcic_jax.diffusion.prior import load_prior
+  spec = config.dcic.prior
+  prior = load_prior(None if spec == "shipped" else (None if spec == "train" else spec))
+  h, w = images[0][1].shape[:2]
+  pad = lambda v: -(-v // 64) * 64  # the codec pads to multiples of 64
+  seconds = sweep.measure_seconds_per_call(prior.eps_fn, prior.params, pad(h), pad(w),
+                                           config.dcic.chunk)
+  steps = config.dcic.start_step or config.dcic.num_steps
+  est = sweep.estimate(n_rates, len(images), len(points), steps, seconds,
+                       chunk=config.dcic.chunk,
+                       calls_per_step=sweep.unet_calls_per_step(config.dcic.mode, config.dcic.grad,
+                                                                config.dcic.inner_steps))
+  sweep.print_estimate(est)

@@ -1,9 +1,15 @@
 """Rate–distortion training of the base codecs (Ballé et al. 2018; CompressAI's recipe).
 
 loss = lmbda · 255² · MSE(x, x_hat) + bpp_estimate + aux_weight · quantile_aux_loss, with x in [0, 1].
-Data-parallel `jit` over a 1-D "data" mesh; orbax checkpoints in `<workdir>/checkpoints`, and a
-re-run resumes from the last one (a finished run does nothing again).
+Data-parallel `jit` over a 1-D "data" mesh of every global device. Multi-host (after
+`sharding.initialize()`): each host crops and loads only its rows of every global batch
+(`host_crops`, the same batches as one process would draw) and feeds them with
+`jax.make_array_from_process_local_data`; the state is replicated, so every host holds the same
+parameters. Orbax checkpoints in `<workdir>/checkpoints` (a shared file system on several hosts:
+orbax writes each array once, from process 0, and every host restores), and a re-run resumes from
+the last one (a finished run does nothing again).
 """
+import functools
 import os
 import pathlib
 
@@ -18,7 +24,7 @@ import tqdm
 
 from dcic_jax import sharding
 from dcic_jax.codecs.registry import make_codec
-from dcic_jax.data.input_pipeline import load_folder, random_crops
+from dcic_jax.data.images import list_images, load_rgb
 from dcic_jax.errors import UserError
 
 
@@ -93,14 +99,76 @@ def _warm_start(params, init_from: str):
   return flax.traverse_util.unflatten_dict(flat)
 
 
+def host_crops(folder, crop: int, batch_size: int, rows: slice, seed: int, start: int = 0):
+  """This host's rows of the batches `input_pipeline.random_crops` draws, loading only their images.
+
+  The random draws of every row are replayed (cheap), so the global batch of step s is the same
+  for any number of hosts; pixels are read and copied only for `rows`. Image sizes come from the
+  file headers, so a host never decodes an image none of its rows picks.
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  paths = list_images(folder)
+  sizes = []
+  for path in paths:
+    with Image.open(path) as im:
+      sizes.append((im.height, im.width))
+  small = [p.name for p, (h, w) in zip(paths, sizes) if min(h, w) < crop]
+  if small:
+    raise UserError(f"images smaller than the {crop}px crop in {folder}: {', '.join(small[:5])}")
+  load = functools.lru_cache(maxsize=64)(lambda k: load_rgb(paths[k]))
+  step = start
+  while True:
+    rng = np.random.default_rng([seed, step])
+    out = np.empty((rows.stop - rows.start, crop, crop, 3), np.uint8)
+    for b in range(batch_size):  # same draw order as random_crops
+      k = rng.integers(len(paths))
+      h, w = sizes[k]
+      i = rng.integers(h - crop + 1)
+      j = rng.integers(w - crop + 1)
+      flip = rng.random() < 0.5
+      if rows.start <= b < rows.stop:
+        patch = load(int(k))[i:i + crop, j:j + crop]
+        out[b - rows.start] = patch[:, ::-1] if flip else patch
+    yield out
+    step += 1
+
+
+def optimizer_key(tc) -> tuple:
+  """The fields `make_optimizer` reads, as a hashable key."""
+  return tuple((k, tc[k]) for k in ("lr", "warmup_steps", "steps", "final_lr_frac", "grad_clip", "aux_lr"))
+
+
+@functools.lru_cache(maxsize=4)
+def _jitted_train_step(module, opt_key: tuple, lmbda: float, aux_weight: float, mesh, loss_fn):
+  """The jitted step, cached so that a resumed run in the same process (tests, notebooks,
+  sweeps over λ with one architecture) does not trace and compile it again."""
+  optimizer = make_optimizer(ml_collections.ConfigDict(dict(opt_key)))
+
+  def train_step(state: TrainState, x_uint8, rng):
+    x = x_uint8.astype(jnp.float32) / 255.0
+    grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
+    (_, metrics), grads = grad_fn(module, state.params, x, rng, lmbda, aux_weight)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return jax.jit(train_step, donate_argnums=0,
+                 out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)))
+
+
 def train_codec(config: ml_collections.ConfigDict, workdir: str):
-  """Train (or resume) the codec of `config`; returns (module, params)."""
+  """Train (or resume) the codec of `config`; returns (module, params).
+
+  Multi-host: every process calls it with the same config; the returned params are replicated
+  global arrays (`np.asarray` works on every host).
+  """
   tc = config.train_codec
   module = make_codec(config.codec.id, **codec_kwargs(config))
   if tc.batch_size % jax.device_count():
     raise UserError(f"train_codec.batch_size={tc.batch_size} must be a multiple of the {jax.device_count()} devices")
   mesh = sharding.data_mesh()
   optimizer = make_optimizer(tc)
+  is_main = jax.process_index() == 0
 
   root = jax.random.PRNGKey(config.seed)
   init_key, train_key = jax.random.split(root)
@@ -108,48 +176,49 @@ def train_codec(config: ml_collections.ConfigDict, workdir: str):
   params = jax.jit(module.init)(init_key, x0)["params"]  # one compile, not one per op
   if tc.init_from:
     params = _warm_start(params, tc.init_from)
+  # Strong types: weakly typed leaves from init would come back strong from the first step and
+  # make the second step compile again.
+  params = jax.tree.map(lambda a: jax.lax.convert_element_type(a, a.dtype), params)
   state = TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=optimizer.init(params))
-  state = jax.device_put(state, sharding.replicated(mesh))
+  state = jax.device_put(state, sharding.replicated(mesh))  # same values on every host
 
   mgr = _checkpoint_manager(workdir, tc.ckpt_every)
-  if mgr.latest_step() is not None:
+  if mgr.latest_step() is not None:  # every host restores the same replicated state
     state = mgr.restore(mgr.latest_step(), args=ocp.args.StandardRestore(state))
-    print(f"resumed codec training from step {int(state.step)} in {workdir}")
+    if is_main:
+      print(f"resumed codec training from step {int(state.step)} in {workdir}")
   start = int(state.step)
   if start >= tc.steps:
     mgr.close()
     return module, state.params
 
-  def train_step(state: TrainState, x_uint8, rng):
-    x = x_uint8.astype(jnp.float32) / 255.0
-    grad_fn = jax.value_and_grad(rd_loss, argnums=1, has_aux=True)
-    (_, metrics), grads = grad_fn(module, state.params, x, rng, tc.lmbda, tc.aux_weight)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-  train_step = jax.jit(train_step, donate_argnums=0,
-                       out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)))
-  images = load_folder(tc.data_dir, min_side=tc.crop_size)
-  batches = random_crops(images, tc.crop_size, tc.batch_size, seed=config.seed, start=start)
-  from tensorboardX import SummaryWriter
-  writer = SummaryWriter(os.path.join(workdir, "tb"))
+  train_step = _jitted_train_step(module, optimizer_key(tc), tc.lmbda, tc.aux_weight, mesh, rd_loss)
+  rows = sharding.host_rows(tc.batch_size, mesh)
+  batches = host_crops(tc.data_dir, tc.crop_size, tc.batch_size, rows, seed=config.seed, start=start)
+  writer = None
+  if is_main:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    writer = SummaryWriter(os.path.join(workdir, "tb"))
   bar = tqdm.trange(start, tc.steps, initial=start, total=tc.steps, desc=f"train {config.codec.id}",
-                    dynamic_ncols=True)
-  for step in bar:
-    batch = sharding.shard_batch(next(batches), mesh)
-    state, metrics = train_step(state, batch, jax.random.fold_in(train_key, step))
-    if (step + 1) % tc.log_every == 0 or step + 1 == tc.steps:
-      m = jax.device_get(metrics)
-      if not np.isfinite(m["loss"]):
-        raise FloatingPointError(f"codec training diverged at step {step + 1}: loss={m['loss']}")
-      for k, v in m.items():
-        writer.add_scalar(f"train/{k}", float(v), step + 1)
-      bar.set_postfix(rd=f"{m['rd']:.3f}", bpp=f"{m['bpp']:.3f}", psnr=f"{m['psnr']:.2f}", aux=f"{m['aux']:.1f}")
-    mgr.save(step + 1, args=ocp.args.StandardSave(state))
-  if mgr.latest_step() != tc.steps:
-    mgr.save(tc.steps, args=ocp.args.StandardSave(state), force=True)
-  mgr.wait_until_finished()
-  mgr.close()
-  writer.close()
+                    dynamic_ncols=True, disable=not is_main)
+  try:
+    for step in bar:
+      batch = sharding.global_batch(next(batches), mesh)
+      state, metrics = train_step(state, batch, jax.random.fold_in(train_key, step))
+      if (step + 1) % tc.log_every == 0 or step + 1 == tc.steps:
+        m = jax.device_get(metrics)  # replicated: the same on every host, so all stop together
+        if not np.isfinite(m["loss"]):
+          raise FloatingPointError(f"codec training diverged at step {step + 1}: loss={m['loss']}")
+        if writer is not None:
+          for k, v in m.items():
+            writer.add_scalar(f"train/{k}", float(v), step + 1)
+        bar.set_postfix(rd=f"{m['rd']:.3f}", bpp=f"{m['bpp']:.3f}", psnr=f"{m['psnr']:.2f}", aux=f"{m['aux']:.1f}")
+      mgr.save(step + 1, args=ocp.args.StandardSave(state))  # collective: every host calls it
+    if mgr.latest_step() != tc.steps:
+      mgr.save(tc.steps, args=ocp.args.StandardSave(state), force=True)
+  finally:
+    mgr.wait_until_finished()
+    mgr.close()
+    if writer is not None:
+      writer.close()
   return module, state.params

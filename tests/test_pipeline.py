@@ -108,3 +108,21 @@ def test_main_reports_bad_config_in_one_line(tmp_path):
                      capture_output=True, text=True, cwd=REPO, timeout=300)
   assert p.returncode == 2 and "Traceback" not in p.stderr
   assert p.stderr.strip().splitlines()[-1].startswith("error:")
+
+
+@pytest.mark.parametrize("name", ["celeba", "clic", "imagenet"])
+def test_dataset_configs_say_what_is_missing(tmp_path, name):
+  import importlib
+  from dcic_jax import pipeline
+  from dcic_jax.errors import UserError
+  module = importlib.import_module(f"configs.{name}")
+  for arg in ("", "runlocal"):
+    config = module.get_config(arg)
+    config.eval.images_dir = str(tmp_path / "nothing")
+    with pytest.raises(UserError) as e:
+      pipeline.run(config, str(tmp_path / f"wd{arg}"))
+    message = str(e.value)
+    assert "\n" not in message
+    # The full configs name the missing prior first; runlocal uses the shipped one and then
+    # names the missing dataset files.
+    assert ("dcic.prior" in message) if not arg else (str(tmp_path / "nothing") in message)
