@@ -13,7 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- base codec (codecs/registry.py) ----
   config.codec = ml_collections.ConfigDict()
-  config.codec.id = "bmshj2018"           # registry id: "bmshj2018" or "mbt2018-mean"
+  config.codec.id = "bmshj2018"           # registry id: "bmshj2018", "mbt2018-mean", "swint-charm" or "tcm"
   config.codec.N = 48                     # transform channels (CompressAI zoo: 128 for q1-5, 192 for q6-8)
   config.codec.M = 64                     # latent channels of y (zoo: 192 / 320)
   config.codec.quantizer = "noise"        # training proxy for rounding y: "noise" (Ballé) or "ste"

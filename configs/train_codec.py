@@ -3,10 +3,13 @@
   python -m dcic_jax.main --config=configs/train_codec.py:bmshj2018,3 --workdir=runs/bmshj2018-q3
 
 The argument is "<codec id>,<quality 1-4>"; quality picks λ from CompressAI's MSE ladder.
-experiments/train_shipped_codecs.sh runs the whole ladder (q3 first, then warm-started neighbours).
+experiments/train_shipped_codecs.sh runs the whole ladder (q3 first, then warm-started neighbours);
+experiments/train_shipped_transformers.sh trains the Transformer ("swint-charm") and hybrid ("tcm")
+codecs, whose extra fields (codecs/transformer.py TransformerConfig) are added below.
 """
 from configs import base
 
+TRANSFORMER_CODECS = ("swint-charm", "tcm")
 LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130}  # CompressAI's MSE λ for qualities 1-4
 
 
@@ -22,5 +25,14 @@ def get_config(arg: str = "bmshj2018,3"):
   # than crops; stage 2 of experiments/train_shipped_codecs.sh fine-tunes at 256x256.
   config.train_codec.crop_size = 64
   config.train_codec.batch_size = 16
+  if codec_id in TRANSFORMER_CODECS:
+    # Small shipped sizes (fields of codecs/transformer.py TransformerConfig); N, M as the CNN codecs.
+    config.codec.window = 4          # attention window side at every stage (64x64 crops: 4x4 at y)
+    config.codec.depth = 2           # blocks per stage: one W-MSA, one SW-MSA
+    config.codec.head_dim = 16       # channels per attention head
+    config.codec.mlp_ratio = 2       # MLP width of the attention blocks, in multiples of C
+    config.codec.slices = 4          # channel-wise AR slices of y (M=64: 16 channels each)
+    config.codec.context_hidden = 16  # hidden width of the slice networks
+    config.codec.lrp = True          # latent residual prediction
   config.export_dir = f"checkpoints/{codec_id}-q{quality}"  # where the trained codec is exported
   return config

@@ -78,13 +78,18 @@ def main():
   ap.add_argument("--N", type=int, default=128)
   ap.add_argument("--M", type=int, default=192)
   ap.add_argument("--torch-python", default=os.path.expanduser("~/.torch-ref-venv/bin/python"))
+  ap.add_argument("--checkpoints", default="",
+                  help="comma-separated exports to time instead of the shipped *-q3 (skips the CompressAI baseline)")
   args = ap.parse_args()
   paths = list_images(args.kodak)[: args.images or None]
   images = [load_rgb(p) for p in paths]
   print(f"{len(images)} Kodak images, CPU cores: {os.cpu_count()}")
 
   results = {}
-  if pathlib.Path(args.torch_python).is_file():
+  if args.checkpoints:
+    for ckpt in [c for c in args.checkpoints.split(",") if c]:
+      results[f"ours {pathlib.Path(ckpt).name}"] = time_ours(codec_lib.load(ckpt), images)
+  elif pathlib.Path(args.torch_python).is_file():
     with tempfile.TemporaryDirectory() as tmp:
       npz = os.path.join(tmp, "sd.npz")
       p = subprocess.run([args.torch_python, "-c", TORCH_SIDE, str(args.N), str(args.M), npz] + [str(x) for x in paths],
@@ -101,7 +106,7 @@ def main():
         results["ours bmshj2018 (same weights)"] = ours
   else:
     print(f"no PyTorch reference at {args.torch_python}: baseline skipped")
-  for ckpt in sorted((REPO / "checkpoints").glob("*-q3/codec.json")):
+  for ckpt in [] if args.checkpoints else sorted((REPO / "checkpoints").glob("*-q3/codec.json")):
     results[f"ours {ckpt.parent.name} (shipped)"] = time_ours(codec_lib.load(ckpt.parent), images)
 
   print("\n| codec | enc s/img | dec s/img | KB/img |\n|---|---|---|---|")

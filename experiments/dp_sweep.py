@@ -59,6 +59,8 @@ def main(argv=None):
   p.add_argument("--kp", default="0,0.5,1")
   p.add_argument("--steps", type=int, default=50)
   p.add_argument("--mode", default="schedule")
+  p.add_argument("--grad", default="xt", help="xt: constraint gradients through ε_θ; x0: codec only")
+  p.add_argument("--start-step", type=int, default=0, help="late start from the noised x̂_b")
   p.add_argument("--idempotence-steps", type=int, default=0, help="also run dps K_P=1 with this many steps")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--json", default=None)
@@ -83,8 +85,11 @@ def main(argv=None):
 
   rows = [dict(name="base codec", k_d=None, k_p=None, nfe=0, psnr=_psnr(np.stack([d.image for d in decoded]), originals),
                swd=realism(np.stack([d.image for d in decoded])))]
-  cfg = DCICConfig(num_steps=args.steps, mode=args.mode, w_d=w_d, w_p=w_p)
-  nfe = args.steps * (1 + 2 * cfg.inner_steps)   # forward + G·(forward + backward≈2 forwards)
+  cfg = DCICConfig(num_steps=args.steps, mode=args.mode, grad=args.grad,
+                   start_step=args.start_step, w_d=w_d, w_p=w_p)
+  run_steps = args.start_step or args.steps
+  # forward + G·(forward + backward ≈ 2 forwards) with xt gradients; one forward with x0.
+  nfe = run_steps * (1 + 2 * cfg.inner_steps if args.grad == "xt" else 1)
   start = time.perf_counter()
   out = dcic_decode(codec, prior, decoded, cfg, [q[0] for q in points], [q[1] for q in points],
                     progress=True)                                   # [G, B, H, W, 3], one compile
@@ -99,7 +104,8 @@ def main(argv=None):
                      psnr=_psnr(x, originals), swd=realism(x)))
 
   print(f"{len(images)} images ({args.crop or 'full'} px) from {args.images}; codec {args.checkpoint} "
-        f"at {bpp:.4f} bpp (file sizes); prior {prior.name}; N={args.steps}, mode {args.mode}; "
+        f"at {bpp:.4f} bpp (file sizes); prior {prior.name}; N={args.steps}, mode {args.mode}, "
+        f"grad {args.grad}, start step {args.start_step}; "
         f"grid decode {seconds:.1f} s")
   print("| point | K_D | K_P | UNet evals (fwd-equiv.) | PSNR dB | patch SWD x1e3 |")
   print("|---|---|---|---|---|---|")

@@ -30,6 +30,8 @@ def main():
   ap.add_argument("--checkpoints", default="", help="comma-separated exports (default: all in checkpoints/)")
   ap.add_argument("--out", default=str(REPO / "runs" / "kodak_rd"))
   ap.add_argument("--limit", type=int, default=0, help="only the first N images (smoke runs)")
+  ap.add_argument("--jpeg-at", default="bmshj2018",
+                  help="comma-separated codec-name prefixes whose rate points get a JPEG point at the same bpp")
   args = ap.parse_args()
   ckpts = [c for c in args.checkpoints.split(",") if c] or sorted(
       str(p.parent) for p in (REPO / "checkpoints").glob("*/codec.json"))
@@ -45,9 +47,10 @@ def main():
     per_image[name] = [r.__dict__ for r in rows]
     print(f"{name}: bpp {summaries[name]['bpp']:.4f}  PSNR {summaries[name]['psnr']:.2f}", flush=True)
 
-  # JPEG at the real bpp each bmshj2018 rate point reached on each image.
+  # JPEG at the real bpp each rate point of --jpeg-at (default: bmshj2018) reached on each image.
   originals = [load_rgb(p) for p in images]
-  for name in [n for n in per_image if n.startswith("bmshj2018")]:
+  prefixes = tuple(p for p in args.jpeg_at.split(",") if p)
+  for name in [n for n in per_image if prefixes and n.startswith(prefixes)]:
     jrows = []
     for im, r in zip(originals, per_image[name]):
       bpp, rec, _ = classical.at_bpp(classical.get("jpeg"), im, r["bpp"])

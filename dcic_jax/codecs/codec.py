@@ -4,6 +4,8 @@
 `Codec.decompress(bytes) -> Decoded` gives back the latents and the base reconstruction x̂_b.
 The coding path is:  z -> round(z - median) -> factorized tables;  exact integer h_s(z_hat) ->
 (mu, sigma index) -> round(y - mu) -> Gaussian tables;  both strings range-coded by constriction.
+Codecs with a channel-wise autoregressive model of y (`entropy/channelwise.py`) run the slice
+loop in the same exact integer arithmetic and write one y string per slice: [z, y_0, .., y_{S-1}].
 """
 import dataclasses
 import functools
@@ -17,7 +19,7 @@ import numpy as np
 
 from dcic_jax.codecs import fixed_point
 from dcic_jax.codecs.registry import make_codec
-from dcic_jax.entropy import bitstream, coder
+from dcic_jax.entropy import bitstream, channelwise, coder
 from dcic_jax.entropy.models import SCALE_BOUND, gaussian_pmf_np
 from dcic_jax.errors import BitstreamError, UserError
 
@@ -33,7 +35,8 @@ class Decoded:
   header: bitstream.Header
   z_hat: np.ndarray       # [h, w, N] float32
   y_hat: np.ndarray       # [H/16, W/16, M] float32 (padded grid)
-  mu: np.ndarray          # [H/16, W/16, M] exact decoded means (0 for the scale-only model)
+  mu: np.ndarray          # [H/16, W/16, M] exact decoded means (0 for the scale-only model; channel-wise
+                          # models: mu + LRP term), so y_hat - mu is the integer symbol
   scale_index: np.ndarray # [H/16, W/16, M] int table index of every latent
   x_hat: np.ndarray       # [Hp, Wp, 3] float32 in [0, 1]: base reconstruction on the padded grid
   image: np.ndarray       # [H, W, 3] uint8: the cropped, 8-bit base reconstruction
@@ -73,6 +76,16 @@ class Codec:
   @functools.cached_property
   def qparams(self):
     return fixed_point.quantize_hyper_params(self.params["h_s_net"], self.spec)
+
+  @functools.cached_property
+  def slice_spec(self) -> "channelwise.SliceSpec | None":
+    """The channel-wise model of y, or None for a plain (mean-)scale hyperprior."""
+    get = getattr(self.module, "slice_spec", None)
+    return get() if get is not None else None
+
+  @functools.cached_property
+  def slice_qparams(self):
+    return channelwise.quantize_slice_params(self.params["context"], self.slice_spec)
 
   @functools.cached_property
   def medians(self) -> np.ndarray:
@@ -115,6 +128,13 @@ class Codec:
     index = np.searchsorted(self.tables["scale_bounds"], sigma_int, side="left")  # in [0, levels - 1]
     return fixed_point.to_float(mu_int), index
 
+  def _slices(self, z_hat: np.ndarray, symbols):
+    """Channel-wise model: (y_hat, effective mu, index, symbols) from the exact integer slice loop."""
+    feat_mean, feat_scale = fixed_point.mu_sigma_int(self.qparams, self.spec, z_hat)
+    y_hat, mu, index, sym = channelwise.code_slices(self.slice_qparams, self.slice_spec, feat_mean, feat_scale,
+                                                    self.tables["scale_bounds"], symbols)
+    return fixed_point.to_float(y_hat), fixed_point.to_float(mu), index, sym
+
   def encode_latents(self, image_HW3: np.ndarray):
     """uint8 image -> (padded size, z symbols, y symbols, y scale indexes); the encoder half."""
     padded, (hp, wp) = _pad(np.asarray(image_HW3))
@@ -122,9 +142,21 @@ class Codec:
     y, z = jax.device_get(self._analysis(self.params, x))
     z_sym = np.round(z[0] - self.medians).astype(np.int64)
     z_hat = (z_sym.astype(np.float32) + self.medians).astype(np.float32)
+    if self.slice_spec is not None:
+      # The encoder runs the decoder's integer loop, rounding y_i around the exact mu_i it yields.
+      ranges = [self.slice_spec.slice_range(i) for i in range(self.slice_spec.slices)]
+      rounder = lambda i, mu_int, _: np.round(y[0][..., ranges[i]] - fixed_point.to_float(mu_int))
+      _, _, index, y_sym = self._slices(z_hat, rounder)
+      return (hp, wp), z_sym, y_sym.astype(np.int64), index
     mu, index = self._hyper(z_hat)
     y_sym = np.round(y[0] - mu).astype(np.int64)
     return (hp, wp), z_sym, y_sym, index
+
+  def _y_parts(self, a: np.ndarray) -> list[np.ndarray]:
+    """y-shaped array -> one part per coded y string (the slices, or the whole of y)."""
+    if self.slice_spec is None:
+      return [a]
+    return [a[..., self.slice_spec.slice_range(i)] for i in range(self.slice_spec.slices)]
 
   def compress(self, image_HW3: np.ndarray, seed: int = 0) -> bytes:
     """uint8 [H, W, 3] -> complete .dcic file bytes."""
@@ -141,16 +173,18 @@ class Codec:
     (hp, wp), z_sym, y_sym, index = self.encode_latents(image_HW3)
     z_idx = np.broadcast_to(np.arange(z_sym.shape[-1]), z_sym.shape)
     z_str = coder.encode(z_sym, z_idx, self.z_tables)
-    y_str = coder.encode(y_sym, index, self.y_tables)
+    y_strs = [coder.encode(s, i, self.y_tables) for s, i in zip(self._y_parts(y_sym), self._y_parts(index))]
     header = bitstream.Header(codec_id=self.codec_id, fingerprint=self.fingerprint, height=h, width=w,
                               padded_height=hp, padded_width=wp, seed=int(seed), prng_impl=PRNG_IMPL)
-    return bitstream.pack(header, [z_str, y_str]), z_sym, y_sym
+    return bitstream.pack(header, [z_str] + y_strs), z_sym, y_sym
 
   def decompress(self, data: bytes) -> Decoded:
     header, strings = bitstream.unpack(data)
     bitstream.check_model(header, self.codec_id, self.fingerprint)
-    if len(strings) != 2:
-      raise BitstreamError(f"expected 2 latent strings (z, y), file has {len(strings)}")
+    n_y = 1 if self.slice_spec is None else self.slice_spec.slices
+    if len(strings) != 1 + n_y:
+      what = "(z, y)" if n_y == 1 else f"(z and {n_y} y slices)"
+      raise BitstreamError(f"expected {1 + n_y} latent strings {what}, file has {len(strings)}")
     hp, wp = header.padded_height, header.padded_width
     if (hp, wp) != _padded_size(header.height, header.width):
       raise BitstreamError(f"padded size {hp}x{wp} does not match image size {header.height}x{header.width}")
@@ -159,11 +193,15 @@ class Codec:
     try:
       z_sym = coder.decode(strings[0], z_idx, self.z_tables)
       z_hat = (z_sym.astype(np.float32) + self.medians).astype(np.float32)
-      mu, index = self._hyper(z_hat)
-      y_sym = coder.decode(strings[1], index, self.y_tables)
+      if self.slice_spec is not None:
+        reader = lambda i, _, index_i: coder.decode(strings[1 + i], index_i, self.y_tables)
+        y_hat, mu, index, _ = self._slices(z_hat, reader)
+      else:
+        mu, index = self._hyper(z_hat)
+        y_sym = coder.decode(strings[1], index, self.y_tables)
+        y_hat = (y_sym.astype(np.float32) + mu).astype(np.float32)
     except (ValueError, RuntimeError, OverflowError) as e:  # only reachable past the CRC: a coder bug
       raise BitstreamError(f"latent strings do not decode ({e})") from None
-    y_hat = (y_sym.astype(np.float32) + mu).astype(np.float32)
     x_hat = np.clip(np.asarray(self._synthesis(self.params, jnp.asarray(y_hat[None])))[0], 0.0, 1.0)
     image = np.round(x_hat[:header.height, :header.width] * 255.0).astype(np.uint8)
     return Decoded(header, z_hat, y_hat, mu, index, x_hat, image)

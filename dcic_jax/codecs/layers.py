@@ -104,3 +104,10 @@ class Upsample(nn.Module):
 
 def activation(name: str) -> Any:
   return {"relu": nn.relu, "leaky_relu": lambda x: nn.leaky_relu(x, 0.01), "none": lambda x: x}[name]
+
+
+def space_to_depth(x_BHWC: jax.Array, r: int = 2) -> jax.Array:
+  """[B, r*H, r*W, C] -> [B, H, W, r*r*C]; the inverse of `depth_to_space`."""
+  b, h, w, c = x_BHWC.shape
+  x = x_BHWC.reshape(b, h // r, r, w // r, r, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h // r, w // r, r * r * c)

@@ -1,22 +1,33 @@
 """Codec registry: configs and files name a codec by id; every entry obeys the same contract.
 
 Contract (what training, the coder, the bitstream and the DCIC constraints rely on): a Flax
-module with methods `g_a`, `g_s`, `h_a`, `h_s -> (mu, sigma)`, `medians`, `aux_loss`,
-`hyper_spec` and `__call__(x, rng, train) -> dict` (see `codecs/hyperprior.py`).
+module with methods `g_a`, `g_s`, `h_a`, `h_s`, `medians`, `aux_loss`, `hyper_spec` and
+`__call__(x, rng, train) -> dict` (see `codecs/hyperprior.py`); the parameters of h_s under
+`h_s_net` (a `HyperSynthesis`, coded by its exact integer twin) and of the z prior under
+`entropy_bottleneck`. A codec with a channel-wise autoregressive model of y also has
+`slice_spec() -> SliceSpec` and its slice networks under `context` (see `entropy/channelwise.py`);
+its `h_s` then returns the hyper features of that model.
 """
 import dataclasses
 from typing import Callable
 
 import flax.linen as nn
 
+from dcic_jax.codecs.hybrid import HybridTCM
 from dcic_jax.codecs.hyperprior import Hyperprior, HyperpriorConfig
+from dcic_jax.codecs.transformer import SwinTCharm, TransformerConfig, check_config
 from dcic_jax.errors import UserError
 
-_REGISTRY: dict[str, Callable[[HyperpriorConfig], nn.Module]] = {
+# id -> (config dataclass, constructor)
+_REGISTRY: dict[str, tuple[type, Callable[..., nn.Module]]] = {
     # Ballé, Minnen, Singh, Hwang, Johnston 2018: scale hyperprior.
-    "bmshj2018": lambda cfg: Hyperprior(cfg, mean_scale=False),
+    "bmshj2018": (HyperpriorConfig, lambda cfg: Hyperprior(cfg, mean_scale=False)),
     # Minnen, Ballé, Toderici 2018: mean-scale hyperprior (no context model).
-    "mbt2018-mean": lambda cfg: Hyperprior(cfg, mean_scale=True),
+    "mbt2018-mean": (HyperpriorConfig, lambda cfg: Hyperprior(cfg, mean_scale=True)),
+    # Zhu, Yang, Cohen 2022 (SwinT-ChARM): Swin transforms + Minnen & Singh 2020 channel-wise AR model.
+    "swint-charm": (TransformerConfig, SwinTCharm),
+    # Liu, Sun, Katto 2023 (TCM): mixed Transformer–CNN transforms + channel-wise AR model.
+    "tcm": (TransformerConfig, HybridTCM),
 }
 
 
@@ -24,11 +35,23 @@ def codec_ids() -> list[str]:
   return sorted(_REGISTRY)
 
 
-def make_codec(codec_id: str, **config) -> nn.Module:
+def config_fields(codec_id: str) -> list[str]:
+  """Names of the constructor kwargs `codec_id` accepts (its config dataclass fields)."""
   if codec_id not in _REGISTRY:
     raise UserError(f"unknown codec id {codec_id!r}; known: {', '.join(codec_ids())}")
-  fields = {f.name for f in dataclasses.fields(HyperpriorConfig)}
+  return [f.name for f in dataclasses.fields(_REGISTRY[codec_id][0])]
+
+
+def make_codec(codec_id: str, **config) -> nn.Module:
+  fields = set(config_fields(codec_id))
   unknown = set(config) - fields
   if unknown:
     raise UserError(f"unknown codec config field(s) {sorted(unknown)} for {codec_id!r}; known: {sorted(fields)}")
-  return _REGISTRY[codec_id](HyperpriorConfig(**config))
+  config_cls, build = _REGISTRY[codec_id]
+  cfg = config_cls(**config)
+  if config_cls is TransformerConfig:
+    try:
+      check_config(cfg)
+    except ValueError as e:
+      raise UserError(f"bad config for {codec_id!r}: {e}") from None
+  return build(cfg)

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Trains the shipped Transformer ("swint-charm") and hybrid Transformer–CNN ("tcm") codecs
+# (checkpoints/<id>-q3 and -q1) on ../shared/data/photos, logging to
+# checkpoints/transformer_train_log.txt. Sizes: configs/train_codec.py (N=48, M=64, window 4,
+# 2 blocks per stage, 4 channel-wise slices with LRP). Per codec: q3 from scratch on 64x64 crops
+# (batch 8), then q1 warm-started from q3. The budget was ~45 min of a shared, heavily loaded
+# 2-core CPU for all four (compiling one train step took ~5 min at XLA's default optimisation
+# level, hence level 0 below), so these are very brief runs: weak models, documented as such.
+# Finished workdirs are skipped, so re-running resumes where it stopped.
+#   nice -n 10 bash experiments/train_shipped_transformers.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-runs/transformers}
+STEPS=${STEPS:-150}
+FT_STEPS=${FT_STEPS:-75}
+CROP=${CROP:-64}
+BATCH=${BATCH:-8}
+CODECS=${CODECS:-"tcm swint-charm"}
+LOG=checkpoints/transformer_train_log.txt
+export XLA_FLAGS=${XLA_FLAGS:---xla_backend_optimization_level=0}
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$RUNS/xla_cache}
+mkdir -p checkpoints "$RUNS"
+# Only the codec stages of the pipeline (train + export): the later pipeline stages (prior, DCIC
+# decode) are not needed to make a checkpoint and would cost more than the training here.
+train_export() {  # config-arg workdir key=value...
+  python - "$@" <<'PY'
+import ast, sys
+from configs import train_codec
+from dcic_jax.codecs.codec import export_trained
+from dcic_jax.train import train_codec as train
+config = train_codec.get_config(sys.argv[1])
+for kv in sys.argv[3:]:
+  k, v = kv.split("=", 1)
+  node = config
+  *path, leaf = k.split(".")
+  for p in path:
+    node = node[p]
+  node[leaf] = type(node[leaf])(ast.literal_eval(v) if not isinstance(node[leaf], str) else v)
+_, params = train(config, sys.argv[2] + "/codec")
+export_trained(config, params, config.export_dir)
+print(f"exported codec to {config.export_dir}")
+PY
+}
+run() {  # codec quality steps init_from [extra key=value...]
+  local cid=$1 q=$2 steps=$3 init=$4
+  shift 4
+  echo "=== $cid q$q: $steps steps, ${CROP}x$CROP crops, batch $BATCH ${init:+(warm start from $init)} $* ===" | tee -a "$LOG"
+  train_export "$cid,$q" "$RUNS/$cid-q$q" train_codec.steps="$steps" train_codec.crop_size="$CROP" \
+    train_codec.batch_size="$BATCH" train_codec.log_every=10 train_codec.ckpt_every=25 \
+    ${init:+train_codec.init_from="$init"} "$@" 2>&1 \
+    | tr '\r' '\n' | grep -E "^(train|warm|resumed|exported|error)|Error" | awk '/^train/ {last = $0; if (++n % 10 == 0) print; next} {print} END {if (last) print last}' | tee -a "$LOG"
+}
+for cid in $CODECS; do
+  run "$cid" 3 "$STEPS" "" train_codec.warmup_steps=20
+done
+for cid in $CODECS; do
+  run "$cid" 1 "$FT_STEPS" "$RUNS/$cid-q3/codec" train_codec.lr=2e-4 train_codec.warmup_steps=10
+done
