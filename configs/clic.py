@@ -14,6 +14,7 @@ from configs import base
 
 def get_config(arg: str = ""):
   config = base.get_config()
+  config.train_codec.steps = 0                 # evaluate the exports in eval.checkpoints
   config.eval.dataset = "clic2020"
   config.eval.images_dir = "data/manual"       # root holding clic2020/
   config.eval.split = "test"

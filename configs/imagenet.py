@@ -12,6 +12,7 @@ from configs import base
 
 def get_config(arg: str = ""):
   config = base.get_config()
+  config.train_codec.steps = 0                 # evaluate the exports in eval.checkpoints
   config.eval.dataset = "imagenet"
   config.eval.images_dir = "data/manual"       # root holding imagenet/
   config.eval.split = "validation"
