@@ -126,3 +126,11 @@ def test_dataset_configs_say_what_is_missing(tmp_path, name):
     # The full configs name the missing prior first; runlocal uses the shipped one and then
     # names the missing dataset files.
     assert ("dcic.prior" in message) if not arg else (str(tmp_path / "nothing") in message)
+
+
+def test_dry_run_prints_the_study_size_and_an_estimate(exports, capsys):
+  from dcic_jax import pipeline
+  pipeline.dry_run(_config(exports))
+  out = capsys.readouterr().out
+  assert "1 rates x 4 (K_D, K_P) points x 2 images = 8 decodes" in out
+  assert "estimate:" in out
