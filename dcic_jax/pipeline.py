@@ -268,10 +268,10 @@ def stage_decode(config, wd: Workdir, rates: list[Rate], names: list[str],
   if not _dcic_enabled(config):
     return
   points = grid_points(config)
-  fp = _fingerprint(_decode_fingerprint(config, prior_spec), [r.name for r in rates], names)
+  setting = _decode_fingerprint(config, prior_spec)
+  fp = _fingerprint(setting, [r.name for r in rates], names)
   if wd.is_done("decode", fp):
     return
-  setting = _decode_fingerprint(config, prior_spec)
   t0 = time.perf_counter()
   from dcic_jax.codecs import codec as codec_lib
   from dcic_jax.dcic.decode import dcic_decode
@@ -351,15 +351,17 @@ def stage_evaluate(config, wd: Workdir, rates: list[Rate], names: list[str]) -> 
                     wd.done().get("encode", {}).get("fingerprint"), config.metrics.to_dict(),
                     config.eval.seed, sorted(with_grid))
   t0 = time.perf_counter()
-  originals = [load_rgb(wd / "originals" / f"{n}.png") for n in names]
-  lpips, inception = _perceptual_nets(config)
   results = {}
   done = wd.is_done("evaluate", fp)
+  originals = lpips = inception = None  # loaded once, and only if some rate is measured
   for rate in tqdm.tqdm(rates, desc="evaluate rates"):
     path = wd / "measurements" / f"{rate.name}.json"
     if done and path.is_file():
       results[rate.name] = json.loads(path.read_text())
       continue
+    if originals is None:
+      originals = [load_rgb(wd / "originals" / f"{n}.png") for n in names]
+      lpips, inception = _perceptual_nets(config)
     sizes = [(wd / "files" / rate.name / f"{n}.dcic").stat().st_size for n in names]
     bpp = [8 * s / (im.shape[0] * im.shape[1]) for s, im in zip(sizes, originals)]
     entries = {"base": _score_folder(score, wd / "base" / rate.name, names, originals,

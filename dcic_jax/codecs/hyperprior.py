@@ -58,7 +58,23 @@ def split_hyper_output(out: jax.Array, spec: HyperSpec):
   return jnp.zeros_like(out), out
 
 
-class Hyperprior(nn.Module):
+class HyperpriorParts:
+  """The part of the codec contract every hyperprior codec shares; the module provides
+  `h_s_net`, `entropy_bottleneck` and `hyper_spec()`."""
+
+  def h_s(self, z_hat: jax.Array):
+    """Float hyper-synthesis -> `split_hyper_output` of it; coding uses its exact fixed-point
+    twin."""
+    return split_hyper_output(self.h_s_net(z_hat), self.hyper_spec())
+
+  def medians(self) -> jax.Array:
+    return self.entropy_bottleneck.medians
+
+  def aux_loss(self) -> jax.Array:
+    return self.entropy_bottleneck.aux_loss()
+
+
+class Hyperprior(HyperpriorParts, nn.Module):
   """bmshj2018 (mean_scale=False) and mbt2018-mean (mean_scale=True): same g_a/g_s, different hyper."""
   cfg: HyperpriorConfig
 
@@ -101,16 +117,6 @@ class Hyperprior(nn.Module):
       if i < len(self.h_a_layers) - 1:
         h = act(h)
     return h
-
-  def h_s(self, z_hat: jax.Array):
-    """Float hyper-synthesis -> (mu, sigma); coding uses its exact fixed-point twin."""
-    return split_hyper_output(self.h_s_net(z_hat), self.hyper_spec())
-
-  def medians(self) -> jax.Array:
-    return self.entropy_bottleneck.medians
-
-  def aux_loss(self) -> jax.Array:
-    return self.entropy_bottleneck.aux_loss()
 
   def __call__(self, x_BHW3: jax.Array, rng: jax.Array | None = None, train: bool = False) -> dict:
     """Training/evaluation forward: reconstructions and likelihoods (bits = -log2 likelihoods).

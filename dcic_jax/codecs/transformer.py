@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dcic_jax.codecs.hyperprior import HyperSpec, HyperSynthesis, split_hyper_output
+from dcic_jax.codecs.hyperprior import HyperpriorParts, HyperSpec, HyperSynthesis
 from dcic_jax.codecs.layers import activation, conv, depth_to_space, space_to_depth
 from dcic_jax.entropy import quantization
 from dcic_jax.entropy.channelwise import ChannelwiseContext, SliceSpec
@@ -195,11 +195,12 @@ class SwinSynthesis(nn.Module):
 
 
 # ---- the shared hyper path + entropy models ----
-class ChannelwiseHyperprior(nn.Module):
+class ChannelwiseHyperprior(HyperpriorParts, nn.Module):
   """Codec contract (see `codecs/registry.py`) around transforms from `make_transforms`.
 
   With slices > 0, `h_s` returns the hyper features (mean_feat, scale_feat) that the slice model
-  turns into the per-slice Gaussians; `slice_spec()` tells the coder so.
+  turns into the per-slice Gaussians; `slice_spec()` tells the coder so. Subclasses supply the
+  transforms (`make_transforms`).
   """
   cfg: TransformerConfig
 
@@ -241,16 +242,6 @@ class ChannelwiseHyperprior(nn.Module):
       if i < len(self.h_a_layers) - 1:
         h = act(h)
     return h
-
-  def h_s(self, z_hat: jax.Array):
-    """(mu, sigma) of y (slices=0), or the hyper features (mean_feat, scale_feat) of the slice model."""
-    return split_hyper_output(self.h_s_net(z_hat), self.hyper_spec())
-
-  def medians(self) -> jax.Array:
-    return self.entropy_bottleneck.medians
-
-  def aux_loss(self) -> jax.Array:
-    return self.entropy_bottleneck.aux_loss()
 
   def __call__(self, x_BHW3: jax.Array, rng: jax.Array | None = None, train: bool = False) -> dict:
     """As `Hyperprior.__call__`; `mu` is the effective mean (with the LRP term), so y_hat − mu is the symbol."""

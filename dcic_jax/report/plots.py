@@ -1,8 +1,5 @@
 """matplotlib figures of the report (Agg backend, PNG files)."""
-import math
 import pathlib
-
-import numpy as np
 
 from dcic_jax.report import curves as curves_lib
 
@@ -111,6 +108,3 @@ def image_grid(original, base, decoded: dict, k_d_values, k_p_values, crop: int,
   write_atomic(path, buf.getvalue())
   return path
 
-
-def finite(values) -> bool:
-  return any(not math.isnan(v) for v in np.asarray(values, float))
