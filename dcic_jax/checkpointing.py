@@ -43,6 +43,15 @@ def _to_storage(params) -> dict:
   return flax.traverse_util.unflatten_dict({k: store(k, v) for k, v in flat.items()})
 
 
+def local_checkpointer() -> ocp.StandardCheckpointer:
+  """A checkpointer for this process alone. Exports are small host-side files that one process
+  writes or reads on its own; orbax's default would wait at a barrier for every process of a
+  multi-host job and hang when only one of them saves or loads."""
+  me = jax.process_index()
+  return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+      primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"export-{me}"))
+
+
 def save_export(path, codec_id: str, codec_config: dict, params, tables: dict, meta: dict, fingerprint: str):
   """Write an export directory atomically (temp dir + rename)."""
   path = pathlib.Path(path).absolute()
@@ -50,7 +59,7 @@ def save_export(path, codec_id: str, codec_config: dict, params, tables: dict, m
   if tmp.exists():
     shutil.rmtree(tmp)
   tmp.mkdir(parents=True)
-  with ocp.StandardCheckpointer() as ckptr:
+  with local_checkpointer() as ckptr:
     ckptr.save(tmp / "state", {"params": _to_storage(params), "tables": tables})
   info = dict(codec_id=codec_id, config=codec_config, fingerprint=fingerprint, **meta)
   (tmp / "codec.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
@@ -66,7 +75,7 @@ def load_export(path):
     raise UserError(f"not a codec checkpoint: {path} (expected {path / 'codec.json'}; "
                     "shipped ones are in checkpoints/, or train one with dcic_jax.main)")
   info = json.loads((path / "codec.json").read_text())
-  with ocp.StandardCheckpointer() as ckptr:
+  with local_checkpointer() as ckptr:
     state = ckptr.restore(path / "state")
   params = jax.tree.map(lambda a: np.asarray(a, np.float32), state["params"])
   tables = jax.tree.map(np.asarray, state["tables"])

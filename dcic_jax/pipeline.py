@@ -203,9 +203,14 @@ def center_crop(image_HW3: np.ndarray, size: int) -> np.ndarray:
 
 
 def stage_encode(config, wd: Workdir, rates: list[Rate]) -> list[str]:
-  """Write the originals, then one real .dcic file and its base reconstruction per rate."""
+  """Write the originals, then one real .dcic file and its base reconstruction per rate.
+
+  On several hosts the (rate, image) pairs are dealt out (`sweep.assign`): each host encodes and
+  writes its own share, every file exactly once.
+  """
+  import jax
+  from dcic_jax import sweep
   from dcic_jax.codecs import codec as codec_lib
-  from dcic_jax.entropy.bitstream import write_atomic
   images = eval_images(config)
   if not images:
     raise UserError(f"no evaluation image in {config.eval.images_dir}")
@@ -215,29 +220,34 @@ def stage_encode(config, wd: Workdir, rates: list[Rate]) -> list[str]:
   if wd.is_done("encode", fp):
     return names
   t0 = time.perf_counter()
-  for name, x in images:
-    if not (wd / "originals" / f"{name}.png").is_file():
-      _save_png(wd / "originals" / f"{name}.png", x)
-  for rate in tqdm.tqdm(rates, desc="encode rates"):
-    codec = None
-    for k, (name, x) in enumerate(images):
-      dcic_path = wd / "files" / rate.name / f"{name}.dcic"
-      base_path = wd / "base" / rate.name / f"{name}.png"
-      if dcic_path.is_file() and base_path.is_file():
-        continue
-      codec = codec or codec_lib.load(rate.path)
-      data = codec.compress(x, seed=_file_seed(config.eval.seed, k))
-      dcic_path.parent.mkdir(parents=True, exist_ok=True)
-      write_atomic(dcic_path, data)
-      _save_png(base_path, codec.decompress(data).image)
-  wd.mark_done("encode", fp, time.perf_counter() - t0)
+  pixels = dict(images)
+  me, hosts = jax.process_index(), jax.process_count()
+  for unit in sweep.assign([sweep.WorkUnit("", n, path=f"originals/{n}.png") for n in names],
+                           me, hosts):
+    if not (wd / unit.path).is_file():
+      _save_png(wd / unit.path, pixels[unit.image])
+  units = [sweep.WorkUnit(r.name, n, path=f"files/{r.name}/{n}.dcic") for r in rates for n in names]
+  paths = {r.name: r.path for r in rates}
+  codec, loaded = None, None
+  for unit in tqdm.tqdm(sweep.assign(units, me, hosts), desc="encode", disable=me > 0):
+    base_path = wd / "base" / unit.rate / f"{unit.image}.png"
+    if (wd / unit.path).is_file() and base_path.is_file():
+      continue
+    if loaded != unit.rate:  # units come sorted by rate: each export loads once
+      codec, loaded = codec_lib.load(paths[unit.rate]), unit.rate
+    data = codec.compress(pixels[unit.image], seed=_file_seed(config.eval.seed,
+                                                              names.index(unit.image)))
+    sweep.atomic_write(wd / unit.path, lambda tmp, data=data: tmp.write_bytes(data))
+    _save_png(base_path, codec.decompress(data).image)
+  _barrier("encode-files")
+  if _is_writer():
+    wd.mark_done("encode", fp, time.perf_counter() - t0)
   return names
 
 
 def _save_png(path: pathlib.Path, image_HW3: np.ndarray) -> None:
-  from dcic_jax.data.images import save_png_atomic
-  path.parent.mkdir(parents=True, exist_ok=True)
-  save_png_atomic(path, image_HW3)
+  from dcic_jax import sweep
+  sweep.atomic_write(path, lambda tmp: sweep.save_png(tmp, image_HW3))
 
 
 def _file_seed(seed: int, index: int) -> int:
@@ -264,7 +274,11 @@ def _decode_fingerprint(config, prior_spec) -> str:
 def stage_decode(config, wd: Workdir, rates: list[Rate], names: list[str],
                  prior_spec: str | None) -> None:
   """Decode every (K_D, K_P) grid point of every file of the DCIC rates: one compiled call per
-  rate and image size (all grid points and all images of that size together)."""
+  rate and image size (all grid points and all images of that size together).
+
+  Collective: every host makes the same calls, and each writes the outputs its own devices
+  decoded (`sweep.write_owned`). Only image columns with an output missing are decoded again.
+  """
   if not _dcic_enabled(config):
     return
   points = grid_points(config)
@@ -273,15 +287,19 @@ def stage_decode(config, wd: Workdir, rates: list[Rate], names: list[str],
   if wd.is_done("decode", fp):
     return
   t0 = time.perf_counter()
+  from dcic_jax import sweep
   from dcic_jax.codecs import codec as codec_lib
-  from dcic_jax.dcic.decode import dcic_decode
+  from dcic_jax.dcic.decode import dcic_decode_to_files
   from dcic_jax.diffusion.prior import load_prior
   prior = None
+  k_d = np.array([p.k_d for p in points], np.float32)
+  k_p = np.array([p.k_p for p in points], np.float32)
   for rate in dcic_rates(config, rates):
     out_root = wd / "decoded" / rate.name
     _check_setting(out_root, setting, config, prior_spec)
-    missing = [n for n in names
-               if not all((out_root / p.name / f"{n}.png").is_file() for p in points)]
+    units = sweep.grid_units(rate.name, names, k_d, k_p,
+                             lambda r, n, g, kd, kp: f"{points[g].name}/{n}.png")
+    missing = [names[b] for b in sweep.pending_images(units, out_root)]
     if not missing:
       continue
     prior = prior or load_prior(prior_spec)
@@ -292,19 +310,17 @@ def stage_decode(config, wd: Workdir, rates: list[Rate], names: list[str],
     by_size: dict[tuple[int, int], list[str]] = {}
     for n in missing:
       by_size.setdefault(decoded[n].x_hat.shape[:2], []).append(n)
-    k_d = np.array([p.k_d for p in points], np.float32)
-    k_p = np.array([p.k_p for p in points], np.float32)
     for group in by_size.values():
       for start in range(0, len(group), config.dcic.batch):
         batch = group[start:start + config.dcic.batch]
-        print(f"decode {rate.name}: {len(points)} grid points x {len(batch)} images "
-              f"({decoded[batch[0]].header.height}x{decoded[batch[0]].header.width})")
-        x_GB = dcic_decode(codec, prior, [decoded[n] for n in batch], cfg, k_d, k_p,
-                           chunk=config.dcic.chunk, progress=_is_writer())
-        if _is_writer():  # the decoded array is replicated: one host writes it
-          for g, p in enumerate(points):
-            for b, n in enumerate(batch):
-              _save_png(out_root / p.name / f"{n}.png", x_GB[g, b])
+        if _is_writer():
+          print(f"decode {rate.name}: {len(points)} grid points x {len(batch)} images "
+                f"({decoded[batch[0]].header.height}x{decoded[batch[0]].header.width})")
+        columns = [names.index(n) for n in batch]
+        dcic_decode_to_files(codec, prior, [decoded[n] for n in batch], cfg, k_d, k_p,
+                             [[row[b] for b in columns] for row in units], out_root,
+                             chunk=config.dcic.chunk, progress=_is_writer())
+  _barrier("decode-files")
   if _is_writer():
     wd.mark_done("decode", fp, time.perf_counter() - t0)
 
@@ -445,8 +461,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> pathlib.Path | None:
   """Run every stage; each skips the work a previous run of this workdir already did.
 
   Multi-host (one process per host, the workdir on a shared file system): the training stages
-  and the grid decode are collective calls over all devices; encode, evaluate and report run on
-  process 0, the one host that writes, while the others wait. Returns the report path (None on
+  and the grid decode are collective calls over all devices, and each host writes the decodes
+  its devices made; encode deals its files out over the hosts; evaluate and report run on
+  process 0 while the others wait. Returns the report path (None on
   the other hosts).
   """
   validate(config)
@@ -463,8 +480,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> pathlib.Path | None:
 
   rates = timed("train_codec", stage_train_codec, config, wd)
   prior_spec = timed("train_prior", stage_train_prior, config, wd)
-  names = timed("encode", stage_encode, config, wd, rates, collective=False)
-  names = names if names is not None else [n for n, _ in eval_images(config)]
+  names = timed("encode", stage_encode, config, wd, rates)
   timed("decode", stage_decode, config, wd, rates, names, prior_spec)
   results = timed("evaluate", stage_evaluate, config, wd, rates, names, collective=False)
   report = timed("report", stage_report, config, wd, results, collective=False)

@@ -205,13 +205,16 @@ def write_owned(array: jax.Array, units: Sequence[Sequence[WorkUnit]], root,
                 overwrite: bool = False) -> list[WorkUnit]:
   """Write this host's outputs of a sharded call: element [g, b] of `array` to `units[g][b]`.
 
+  `array` may have more rows than `units` (a grid padded to whole chunks): those are not written.
   `convert` maps an element before saving (e.g. [−1, 1] floats → cropped uint8). Outputs that
   exist already are skipped unless `overwrite`. Returns the units this host wrote.
   """
-  if (len(units), len(units[0])) != tuple(array.shape[:2]):
+  if not (len(units) <= array.shape[0] and len(units[0]) == array.shape[1]):
     raise ValueError(f"{len(units)}x{len(units[0])} units for an output of shape {array.shape[:2]}")
   written = []
   for g, b, x in local_items(array):
+    if g >= len(units):
+      continue
     unit = units[g][b]
     path = output_path(root, unit)
     if overwrite or not path.is_file():

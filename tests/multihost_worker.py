@@ -4,10 +4,11 @@
 
 initialises `jax.distributed` on 127.0.0.1:PORT with gloo CPU collectives (XLA_FLAGS gives each
 process its CPU devices), then `run(OUT_DIR)`: a few prior-training steps, a few codec-training
-steps with a kill and resume, and a grid decode whose outputs go through the sweep API. The
+steps with a kill and resume, a grid decode whose outputs go through the sweep API, and the main
+job (`pipeline.run`) on tiny exports, run twice: whole, then after one decoded file is lost. The
 test calls `run` in its own 4-device process for the reference, so both take the same code path.
-Each process writes `OUT_DIR/result-<process>.npz` (process 0: parameters) and
-`OUT_DIR/written-<process>.json` (the sweep outputs it wrote).
+Process 0 writes `OUT_DIR/params.npz`; each process writes `OUT_DIR/written-<process>.json` (the
+outputs it wrote).
 """
 import itertools
 import json
@@ -118,6 +119,61 @@ def grid_decode(out_root: pathlib.Path):
               mesh=dict(mesh.shape))
 
 
+STUDY_LOST = "decoded/bmshj2018-q3/kd1_kp1/kodim15_crop.png"  # lost before the second run
+
+
+def pipeline_study(root: pathlib.Path) -> dict:
+  """The main job on 2 tiny exports × 2 images × a 2×2 (K_D, K_P) grid, on every host.
+
+  Returns the workdir files this host wrote (through `sweep.atomic_write`) in the first run and
+  in a second run after one decoded file and the stage records were lost (a host killed
+  mid-sweep): that run must redo exactly the lost file.
+  """
+  import jax
+  import numpy as np
+  from configs import base
+  from dcic_jax import pipeline, sharding, sweep
+  from dcic_jax.codecs.codec import export_trained
+  from dcic_jax.codecs.registry import make_codec
+  exports, wd = root / "exports", root / "wd"
+  if jax.process_index() == 0:
+    c = base.get_config()
+    c.codec.id, c.codec.N, c.codec.M = "bmshj2018", 16, 24
+    module = make_codec("bmshj2018", N=16, M=24)
+    for q in (1, 3):
+      params = jax.jit(module.init)(jax.random.key(q), np.zeros((1, 64, 64, 3), np.float32))
+      export_trained(c, params["params"], exports / f"bmshj2018-q{q}")
+  sharding.sync("study-exports")
+  config = base.get_config()
+  config.train_codec.steps = 0
+  config.eval.update(images_dir=str(REPO / "data" / "images"), max_images=2, crop=64,
+                     checkpoints=f"{exports / 'bmshj2018-q1'},{exports / 'bmshj2018-q3'}")
+  config.dcic.update(prior="analytic:0.5", kd="0,1", kp="0,1", num_steps=3, grad="x0")
+  config.report.crop = 32
+
+  written: list[str] = []
+  real_write = sweep.atomic_write
+
+  def recording_write(path, write):
+    written.append(str(pathlib.Path(path).relative_to(wd)))
+    return real_write(path, write)
+
+  sweep.atomic_write = recording_write
+  try:
+    pipeline.run(config, str(wd))
+    first = sorted(written)
+    written.clear()
+    sharding.sync("study-first-run")
+    if jax.process_index() == 0:
+      (wd / STUDY_LOST).unlink()
+      (wd / "stages.json").unlink()
+    sharding.sync("study-lost")
+    pipeline.run(config, str(wd))
+  finally:
+    sweep.atomic_write = real_write
+  return dict(first=first, second=sorted(written))
+
+
 def run(out_dir) -> None:
   import jax
   import numpy as np
@@ -137,6 +193,8 @@ def run(out_dir) -> None:
   lap("codec")
   info = grid_decode(out_dir / "sweep")
   lap("decode")
+  info["study"] = pipeline_study(out_dir / "study")
+  lap("pipeline")
   info["seconds"] = seconds
   info.update(process=me, processes=jax.process_count(), devices=jax.device_count(),
               local_devices=jax.local_device_count())

@@ -17,29 +17,21 @@ HEADER = Header(codec_id="bmshj2018", fingerprint=bytes(range(8)), height=5, wid
                 padded_height=64, padded_width=64, seed=12345, prng_impl="threefry2x32")
 STRINGS = [b"zz", b"yyyyy"]
 
-# Byte offsets inside a file written with HEADER (codec id "bmshj2018" has 9 chars).
-_CODEC_END = 4 + 1 + 1 + 9
-_SIZES_AT = _CODEC_END + 8
-_PRNG_LEN_AT = _SIZES_AT + 16 + 8
-_NSTRINGS_AT = _PRNG_LEN_AT + 1 + len("threefry2x32")
-
-
 def _file(header=HEADER, strings=STRINGS):
   return bitstream.pack(header, strings)
 
 
-def _recrc(data: bytes) -> bytes:
-  """Recomputes the CRC after a deliberate edit, so the test reaches the validation under test."""
-  n = data[_NSTRINGS_AT]
-  crc_at = _NSTRINGS_AT + 1 + 4 * n
-  head, payload = data[:crc_at], data[crc_at + 4:]
+def _raw(codec=b"\x01", sizes=(5, 7, 59, 57), prng=b"\x01", strings=STRINGS, lengths=None,
+         version=2, fingerprint=bytes(range(8)), seed=12345) -> bytes:
+  """A version-2 file assembled field by field with a correct CRC, so that a test can put any
+  value (in range or not) in any field and reach the check under test. `sizes` and `lengths`
+  are ints (written as varints) or raw bytes."""
+  field = lambda v: v if isinstance(v, bytes) else bitstream._varint(v)
+  lengths = [len(x) for x in strings] if lengths is None else lengths
+  head = b"".join([b"DCIC", bytes([version]), codec, fingerprint, *map(field, sizes),
+                   struct.pack("<Q", seed), prng, bytes([len(lengths)]), *map(field, lengths)])
+  payload = b"".join(strings)
   return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
-
-
-def _patch(data: bytes, offset: int, fmt: str, value, recrc=True) -> bytes:
-  out = bytearray(data)
-  struct.pack_into(fmt, out, offset, value)
-  return _recrc(bytes(out)) if recrc else bytes(out)
 
 
 def _raises(data, *words):
@@ -89,16 +81,45 @@ def test_round_trip(header, strings):
 def test_layout_is_stable():
   # Golden bytes: any change here is a format change and needs a FORMAT_VERSION bump.
   golden = "".join([
-      "44434943", "01",  # magic, version
-      "09", b"bmshj2018".hex(), "0001020304050607",  # codec id, fingerprint
-      "05000000", "07000000", "40000000", "40000000",  # height, width, padded height, padded width
+      "44434943", "02",  # magic, version
+      "01", "0001020304050607",  # codec code (bmshj2018), fingerprint
+      "05", "07", "3b", "39",  # height, width, padding 59 and 57 (varints)
       "3930000000000000",  # seed 12345
-      "0c", b"threefry2x32".hex(),  # prng impl
-      "02", "02000000", "05000000",  # n_strings, lengths
-      "f2540f82",  # crc32
+      "01",  # prng code (threefry2x32)
+      "02", "02", "05",  # n_strings, lengths (varints)
+      "f8b3700f",  # crc32
       b"zzyyyyy".hex(),  # payload
   ])
   assert _file().hex() == golden
+  assert _raw() == _file()
+
+
+def test_version_1_files_still_read():
+  version_1 = bytes.fromhex("".join([
+      "44434943", "01", "09", b"bmshj2018".hex(), "0001020304050607",
+      "05000000", "07000000", "40000000", "40000000", "3930000000000000",
+      "0c", b"threefry2x32".hex(), "02", "02000000", "05000000", "f2540f82", b"zzyyyyy".hex()]))
+  assert bitstream.unpack(version_1) == (HEADER, STRINGS)
+
+
+def test_header_of_a_kodak_file_is_38_bytes():
+  h = Header("mbt2018-mean", bytes(8), 512, 768, 512, 768, 2**64 - 1, "threefry2x32")
+  strings = [b"z" * 300, b"y" * 7000]
+  assert len(bitstream.pack(h, strings)) - 7300 == 38
+
+
+def test_names_without_a_code_are_written_as_text():
+  h = dataclasses.replace(HEADER, codec_id="my-codec", prng_impl="philox")
+  data = bitstream.pack(h, STRINGS)
+  assert b"\x00\x08my-codec" in data and b"\x00\x06philox" in data
+  assert bitstream.unpack(data)[0] == h
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 65535, 2**35 - 1])
+def test_varint_round_trip(value):
+  data = bitstream._varint(value)
+  assert len(data) == max(1, -(-value.bit_length() // 7))
+  assert bitstream._Reader(data).varint("x") == value
 
 
 def test_numpy_ints_and_bytearray_are_normalised():
@@ -153,44 +174,47 @@ def test_bad_magic():
   _raises(b"PNG\x00" + _file()[4:], "magic")
 
 
-@pytest.mark.parametrize("version", [0, 2, 7, 255])
+@pytest.mark.parametrize("version", [0, 3, 7, 255])
 def test_bad_version(version):
-  message = _raises(_patch(_file(), 4, "<B", version), "version")
+  message = _raises(_raw(version=version), "version")
   assert str(version) in message
 
 
-@pytest.mark.parametrize("index,value", [(0, 0), (1, 0), (0, 70000), (1, 2**32 - 1)])
-def test_absurd_image_size(index, value):
-  _raises(_patch(_file(), _SIZES_AT + 4 * index, "<I", value), "absurd", "size")
+@pytest.mark.parametrize("sizes", [(0, 7, 0, 0), (5, 0, 0, 0), (70000, 7, 0, 0), (5, 2**35 - 1, 0, 0)])
+def test_absurd_image_size(sizes):
+  _raises(_raw(sizes=sizes), "absurd", "size")
 
 
-@pytest.mark.parametrize("index,value", [(2, 4), (3, 6), (2, 5 + 1024), (3, 2**32 - 1)])
-def test_absurd_padding(index, value):
-  _raises(_patch(_file(), _SIZES_AT + 4 * index, "<I", value), "absurd", "padded")
+@pytest.mark.parametrize("sizes", [(5, 7, 1024, 0), (5, 7, 0, 1024), (5, 7, 0, 2**30)])
+def test_absurd_padding(sizes):
+  _raises(_raw(sizes=sizes), "absurd", "padded")
 
 
-@pytest.mark.parametrize("offset,value,word", [
-    (5, 0, "codec id length"), (5, 65, "codec id length"), (5, 255, "codec id length"),
-    (_PRNG_LEN_AT, 0, "prng impl length"), (_PRNG_LEN_AT, 33, "prng impl length"),
-    (_NSTRINGS_AT, 0, "string count"), (_NSTRINGS_AT, 17, "string count"),
+@pytest.mark.parametrize("size,word", [(b"\x85\x00", "shortest"), (b"\xff" * 5 + b"\x01", "longer")])
+def test_bad_varints(size, word):
+  _raises(_raw(sizes=(size, 7, 0, 0)), "image size", word)
+
+
+@pytest.mark.parametrize("fields,words", [
+    (dict(codec=b"\x00\x00"), ["codec id length"]), (dict(codec=b"\x00\x41"), ["codec id length"]),
+    (dict(codec=b"\x00\xff"), ["codec id length"]), (dict(codec=b"\x63"), ["unknown codec id code 99"]),
+    (dict(prng=b"\x00\x00"), ["prng impl length"]), (dict(prng=b"\x00\x21"), ["prng impl length"]),
+    (dict(prng=b"\xc8"), ["unknown prng impl code 200"]),
+    (dict(lengths=[]), ["string count"]), (dict(lengths=[0] * 17, strings=[]), ["string count"]),
 ])
-def test_bad_length_bytes(offset, value, word):
-  _raises(_patch(_file(), offset, "<B", value, recrc=False), word)
+def test_bad_coded_fields(fields, words):
+  _raises(_raw(**fields), *words)
 
 
 def test_non_ascii_text():
-  data = bytearray(_file())
-  data[6] = 0xC3
-  _raises(bytes(data), "codec id", "ascii")
-  data[6] = 0x0A  # ASCII, but a newline would break one-line error messages.
-  _raises(_recrc(bytes(data)), "codec id")
+  _raises(_raw(codec=b"\x00\x01\xc3"), "codec id", "ascii")
+  _raises(_raw(codec=b"\x00\x01\x0a"), "codec id")  # ASCII, but a newline breaks one-line errors
 
 
 def test_oversized_string_length():
-  data = _file()
-  _raises(_patch(data, _NSTRINGS_AT + 1, "<I", 2**32 - 1), "length", "exceeds")
-  _raises(_patch(data, _NSTRINGS_AT + 1, "<I", len(data) + 1), "exceeds")
-  _raises(_patch(data, _NSTRINGS_AT + 1, "<I", 50), "truncated")
+  _raises(_raw(lengths=[2, 2**35 - 1]), "length", "exceeds")
+  _raises(_raw(lengths=[2, len(_file()) + 1]), "exceeds")
+  _raises(_raw(lengths=[2, 30]), "truncated")
 
 
 def test_trailing_garbage():
@@ -234,6 +258,7 @@ def test_fuzz_arbitrary_bytes(data):
 @hypothesis.settings(max_examples=300, deadline=None)
 @hypothesis.given(st.binary(max_size=300))
 def test_fuzz_after_valid_magic(data):
+  _unpack_or_bitstream_error(b"DCIC\x02" + data)
   _unpack_or_bitstream_error(b"DCIC\x01" + data)
 
 

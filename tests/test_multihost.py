@@ -177,6 +177,39 @@ def test_grid_decode_outputs_written_once_and_match_one_process(runs, record_pro
   assert diff < 1e-5
 
 
+def test_main_job_splits_its_files_over_hosts_and_resumes_what_was_lost(runs, record_property):
+  multi, single = runs
+  studies = [_info(multi, i)["study"] for i in range(2)]
+  reference = _info(single, 0)["study"]
+  every = set(reference["first"])
+  # Originals, .dcic files, base images and 2 rates x 4 points x 2 images of decodes.
+  assert {p.split("/")[0] for p in every} == {"originals", "files", "base", "decoded"}
+  assert sum(p.startswith("decoded/") for p in every) == 16
+  first = [set(s["first"]) for s in studies]
+  assert not first[0] & first[1] and first[0] | first[1] == every   # each file by one host
+  for kind in ("files/", "decoded/"):                                 # both hosts did work
+    assert all(any(p.startswith(kind) for p in f) for f in first), kind
+  # After losing one decode (a host killed mid-sweep), a re-run redoes that file alone.
+  lost = [multihost_worker.STUDY_LOST]
+  assert studies[0]["second"] + studies[1]["second"] == lost and reference["second"] == lost
+  wd_multi, wd_single = multi / "study" / "wd", single / "study" / "wd"
+  assert not [p for p in wd_multi.rglob(".*") if p.is_file()]         # no temporary file left
+  from dcic_jax.data.images import load_rgb
+  diff = 0
+  for p in sorted(every):
+    if p.endswith(".dcic"):  # encoded on another host: the same bytes
+      assert (wd_multi / p).read_bytes() == (wd_single / p).read_bytes(), p
+    else:
+      a, b = (load_rgb(w / p).astype(int) for w in (wd_multi, wd_single))
+      diff = max(diff, int(np.abs(a - b).max()))
+  record_property("study_png_max_abs_diff", diff)
+  assert diff <= 1   # float noise of 2.7e-7 may flip a rounding, by one 8-bit level at most
+  # The report is built from every host's files.
+  m = json.loads((wd_multi / "measurements" / "bmshj2018-q3.json").read_text())
+  assert set(m["points"]) == {"base", "kd0_kp0", "kd1_kp0", "kd0_kp1", "kd1_kp1"}
+  assert (wd_multi / "report" / "report.md").is_file()
+
+
 # ----------------------------------------------------------------------------- sweep API, one process
 
 def _units():

@@ -2,6 +2,7 @@
 import jax.numpy as jnp
 import numpy as np
 
+from dcic_jax import sweep
 from dcic_jax.dcic import constraints
 from dcic_jax.dcic.grid import GridDecoder
 from dcic_jax.dcic.sampler import DCICConfig, header_key
@@ -36,15 +37,34 @@ def to_uint8(x: np.ndarray, height: int, width: int) -> np.ndarray:
   return np.round(np.clip((x + 1.0) * 127.5, 0.0, 255.0)).astype(np.uint8)
 
 
-def dcic_decode(codec, prior, decoded: list, cfg: DCICConfig, k_d, k_p, chunk: int = 1,
-                progress: bool = False) -> np.ndarray:
-  """uint8 [G, B, H, W, 3]: every (K_D, K_P) pair of the grid for every decoded file."""
+def _grid_call(codec, prior, decoded: list, cfg: DCICConfig, k_d, k_p, chunk: int,
+               progress: bool):
+  """The padded, sharded x̂ [G', B, Hp, Wp, 3] of `GridDecoder` (G' >= G: see its `trim`)."""
   hp, wp = decoded[0].x_hat.shape[:2]
   if hp % prior.size_multiple or wp % prior.size_multiple:
     raise UserError(f"the prior needs sides that are multiples of {prior.size_multiple}; "
                     f"the file's padded size is {hp}x{wp}")
   target, keys = targets_and_keys(codec, decoded)
   decoder = make_grid_decoder(codec, prior, cfg, chunk, progress)
-  out = np.asarray(decoder(prior.params, codec.params, target, keys, k_d, k_p))
+  return decoder(prior.params, codec.params, target, keys, k_d, k_p, trim=False)
+
+
+def dcic_decode(codec, prior, decoded: list, cfg: DCICConfig, k_d, k_p, chunk: int = 1,
+                progress: bool = False) -> np.ndarray:
+  """uint8 [G, B, H, W, 3]: every (K_D, K_P) pair of the grid for every decoded file.
+
+  One process (the CLI); a multi-host job writes its share with `dcic_decode_to_files`.
+  """
+  out = np.asarray(_grid_call(codec, prior, decoded, cfg, k_d, k_p, chunk, progress))
+  return to_uint8(out[:np.size(k_d)], decoded[0].header.height, decoded[0].header.width)
+
+
+def dcic_decode_to_files(codec, prior, decoded: list, cfg: DCICConfig, k_d, k_p, units, root,
+                         chunk: int = 1, progress: bool = False) -> list:
+  """Decode the grid and write PNG `units[g][b]` (`sweep.WorkUnit`, paths under `root`) for
+  the (point, image) pairs this host's devices decoded: on several hosts every output is
+  written once, by its owner, with nothing gathered across hosts. Returns the units written."""
+  out = _grid_call(codec, prior, decoded, cfg, k_d, k_p, chunk, progress)
   h, w = decoded[0].header.height, decoded[0].header.width
-  return to_uint8(out, h, w)
+  return sweep.write_owned(out, units, root, save=sweep.save_png,
+                           convert=lambda x: to_uint8(x, h, w))

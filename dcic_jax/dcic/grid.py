@@ -91,7 +91,14 @@ class GridDecoder:
     return self._jitted[key]
 
   def __call__(self, prior_params, codec_params, targets: Target, keys: jax.Array,
-               k_d, k_p, mesh=None) -> jax.Array:
+               k_d, k_p, mesh=None, trim: bool = True) -> jax.Array:
+    """x̂ [G, B, H, W, 3], sharded ("grid", "data") over the mesh.
+
+    The grid is padded to whole chunks per device. `trim` drops the padded points, which
+    re-lays the array out (on several hosts: gathers it everywhere); with `trim=False` the
+    result keeps its sharding and its padded rows, and each host writes the rows its devices
+    decoded (`sweep.write_owned` skips the rows beyond its units).
+    """
     k_d = np.asarray(k_d, np.float32).reshape(-1)
     k_p = np.asarray(k_p, np.float32).reshape(-1)
     if k_d.shape != k_p.shape or not len(k_d):
@@ -120,4 +127,4 @@ class GridDecoder:
         out.block_until_ready()
       finally:
         self._bar = None
-    return out[:len(k_d)]
+    return out[:len(k_d)] if trim else out

@@ -31,6 +31,7 @@ import tqdm
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from dcic_jax import checkpointing
 from dcic_jax.data.input_pipeline import load_folder, random_crops
 from dcic_jax.errors import UserError
 from dcic_jax.diffusion import losses
@@ -314,7 +315,7 @@ def export_prior(workdir: str, out_dir: str, step: int | None = None) -> str:
   os.makedirs(tmp)
   with open(os.path.join(tmp, "prior_config.json"), "w") as f:
     json.dump({**meta, "unet": dataclasses.asdict(cfg)}, f, indent=2)
-  with ocp.StandardCheckpointer() as ckpt:
+  with checkpointing.local_checkpointer() as ckpt:
     ckpt.save(os.path.join(tmp, "params"), params)
   curve = os.path.join(_prior_dir(workdir), "metrics.jsonl")
   if os.path.isfile(curve):  # the training curve travels with the weights
@@ -337,7 +338,7 @@ def load_exported_prior(path: str) -> tuple[UNetConfig, Any, Schedule]:
   """(UNetConfig, params, full T-step schedule) of a folder written by `export_prior`."""
   with open(os.path.join(path, "prior_config.json")) as f:
     meta = json.load(f)
-  with ocp.StandardCheckpointer() as ckpt:
+  with checkpointing.local_checkpointer() as ckpt:
     params = ckpt.restore(os.path.abspath(os.path.join(path, "params")))
   return (UNetConfig(**meta["unet"]), params,
           make_schedule(meta["schedule"], meta["num_timesteps"]))

@@ -6,22 +6,26 @@ image size and its padding, and the seed + PRNG tag of the decoder's common rand
 consistent noise costs zero bits). The payload is the strings (z, then y, ...) concatenated; the file
 size is the rate.
 
-Byte layout (all integers little-endian):
+Byte layout, version 2 (fixed-size integers little-endian; "varint" is unsigned LEB128, 7 bits a
+byte, at most 5 bytes, shortest form only):
 
 | field          | size        | notes                                                     |
 | -------------- | ----------- | --------------------------------------------------------- |
 | magic          | 4           | b"DCIC"                                                   |
-| version        | u8          | FORMAT_VERSION                                            |
-| codec_id       | u8 + n      | length 1..64, then printable ASCII                        |
+| version        | u8          | FORMAT_VERSION (2)                                        |
+| codec          | u8 [+ text] | code from CODEC_CODES; 0: u8 length 1..64 + printable ASCII id |
 | fingerprint    | 8           | hash of the model parameters + coding tables              |
-| height, width  | u32, u32    | 1..65535 each                                             |
-| padded_h, _w   | u32, u32    | size <= padded < size + 1024                              |
+| height, width  | varint × 2  | 1..65535 each                                             |
+| padding h, w   | varint × 2  | padded size − size, 0..1023 each                          |
 | seed           | u64         | common-randomness seed of the decoder                     |
-| prng_impl      | u8 + n      | length 1..32, then printable ASCII (e.g. "threefry2x32")  |
+| prng_impl      | u8 [+ text] | code from PRNG_CODES; 0: u8 length 1..32 + printable ASCII |
 | n_strings      | u8          | 1..16                                                     |
-| lengths        | n × u32     | byte length of each string                                |
+| lengths        | varint × n  | byte length of each string                                |
 | crc32          | u32         | zlib.crc32 of every header byte before it + the payload   |
 | payload        | sum(lengths)| the strings, concatenated; nothing may follow             |
+
+A Kodak file of a shipped codec has a 38-byte header. Version 1 (still read, no longer written)
+spent 73–76: the ids as text, the four sizes and the lengths as u32.
 
 Every problem with a file raises `BitstreamError` with a one-line message; a length field is checked
 against the real file size before it is used, so a hostile file cannot cause a huge allocation.
@@ -37,8 +41,15 @@ from typing import Sequence
 
 from dcic_jax.errors import BitstreamError, UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAGIC = b"DCIC"
+
+# One-byte codes of the common names; append only (a code, once given, means that name forever).
+# Any other name is written as text after code 0.
+CODEC_CODES = {"bmshj2018": 1, "mbt2018-mean": 2, "swint-charm": 3, "tcm": 4}
+PRNG_CODES = {"threefry2x32": 1, "rbg": 2, "unsafe_rbg": 3}
+MAX_VARINT_BYTES = 5
 
 MAX_CODEC_ID = 64
 MAX_PRNG_IMPL = 32
@@ -49,9 +60,8 @@ FINGERPRINT_BYTES = 8
 
 _SIZES = struct.Struct("<4I")  # height, width, padded_height, padded_width
 _U8, _U32, _U64 = struct.Struct("<B"), struct.Struct("<I"), struct.Struct("<Q")
-# Smallest possible file: 1-char ids, one empty string.
-MIN_FILE_BYTES = (len(MAGIC) + 1 + (1 + 1) + FINGERPRINT_BYTES + _SIZES.size + _U64.size
-                  + (1 + 1) + 1 + _U32.size + _U32.size)
+# Smallest possible file (version 2): coded ids, one-byte sizes, one empty string.
+MIN_FILE_BYTES = len(MAGIC) + 1 + 1 + FINGERPRINT_BYTES + 4 + _U64.size + 1 + 1 + 1 + _U32.size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,23 +125,38 @@ def pack(header: Header, strings: Sequence[bytes]) -> bytes:
   for i, s in enumerate(strings):
     if not isinstance(s, (bytes, bytearray, memoryview)):
       raise ValueError(f"string {i} must be bytes, got {type(s).__name__}")
-    if len(s) >= 2**32:
+    if len(s) >= 2**(7 * MAX_VARINT_BYTES):
       raise ValueError(f"string {i} is too long ({len(s)} bytes)")
-  codec_id = header.codec_id.encode("ascii")
-  prng_impl = header.prng_impl.encode("ascii")
   head = b"".join([
       MAGIC, _U8.pack(FORMAT_VERSION),
-      _U8.pack(len(codec_id)), codec_id,
+      _name(header.codec_id, CODEC_CODES),
       header.fingerprint,
-      _SIZES.pack(header.height, header.width, header.padded_height, header.padded_width),
+      *(_varint(v) for v in (header.height, header.width, header.padded_height - header.height,
+                             header.padded_width - header.width)),
       _U64.pack(header.seed),
-      _U8.pack(len(prng_impl)), prng_impl,
+      _name(header.prng_impl, PRNG_CODES),
       _U8.pack(len(strings)),
-      *(_U32.pack(len(s)) for s in strings),
+      *(_varint(len(s)) for s in strings),
   ])
   payload = b"".join(bytes(s) for s in strings)
   crc = zlib.crc32(payload, zlib.crc32(head))
   return head + _U32.pack(crc) + payload
+
+
+def _varint(value: int) -> bytes:
+  out = bytearray()
+  while True:
+    out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+    value >>= 7
+    if not value:
+      return bytes(out)
+
+
+def _name(name: str, codes: dict[str, int]) -> bytes:
+  if name in codes:
+    return _U8.pack(codes[name])
+  raw = name.encode("ascii")
+  return _U8.pack(0) + _U8.pack(len(raw)) + raw
 
 
 class _Reader:
@@ -150,6 +175,27 @@ class _Reader:
 
   def read(self, fmt: struct.Struct, what: str) -> tuple[int, ...]:
     return fmt.unpack(self.take(fmt.size, what))
+
+  def varint(self, what: str) -> int:
+    value = 0
+    for i in range(MAX_VARINT_BYTES):
+      byte = self.take(1, what)[0]
+      value |= (byte & 0x7F) << (7 * i)
+      if not byte & 0x80:
+        if byte == 0 and i:
+          raise BitstreamError(f"bad {what}: not in its shortest form")
+        return value
+    raise BitstreamError(f"bad {what}: longer than {MAX_VARINT_BYTES} bytes")
+
+  def name(self, what: str, codes: dict[str, int], max_len: int) -> str:
+    """A coded name (version 2): a code from `codes`, or 0 and the name as text."""
+    (code,) = self.read(_U8, what)
+    if code == 0:
+      return self.text(what, max_len)
+    for name, c in codes.items():
+      if c == code:
+        return name
+    raise BitstreamError(f"unknown {what} code {code} (a newer dcic_jax wrote this file?)")
 
   def text(self, what: str, max_len: int) -> str:
     (n,) = self.read(_U8, f"{what} length")
@@ -173,17 +219,25 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
   if data[:len(MAGIC)] != MAGIC:
     raise BitstreamError("not a .dcic file (bad magic)")
   version = data[len(MAGIC)]
-  if version != FORMAT_VERSION:
+  if version not in READABLE_VERSIONS:
     raise BitstreamError(f"unsupported .dcic format version {version} "
-                         f"(this build reads version {FORMAT_VERSION})")
+                         f"(this build reads versions {', '.join(map(str, READABLE_VERSIONS))})")
 
   r = _Reader(data)
   r.pos = len(MAGIC) + 1
-  codec_id = r.text("codec id", MAX_CODEC_ID)
-  fingerprint = r.take(FINGERPRINT_BYTES, "fingerprint")
-  height, width, padded_height, padded_width = r.read(_SIZES, "image size")
-  (seed,) = r.read(_U64, "seed")
-  prng_impl = r.text("prng impl", MAX_PRNG_IMPL)
+  if version == 1:
+    codec_id = r.text("codec id", MAX_CODEC_ID)
+    fingerprint = r.take(FINGERPRINT_BYTES, "fingerprint")
+    height, width, padded_height, padded_width = r.read(_SIZES, "image size")
+    (seed,) = r.read(_U64, "seed")
+    prng_impl = r.text("prng impl", MAX_PRNG_IMPL)
+  else:
+    codec_id = r.name("codec id", CODEC_CODES, MAX_CODEC_ID)
+    fingerprint = r.take(FINGERPRINT_BYTES, "fingerprint")
+    height, width, pad_h, pad_w = (r.varint("image size") for _ in range(4))
+    padded_height, padded_width = height + pad_h, width + pad_w
+    (seed,) = r.read(_U64, "seed")
+    prng_impl = r.name("prng impl", PRNG_CODES, MAX_PRNG_IMPL)
   try:
     header = Header(codec_id, fingerprint, height, width, padded_height, padded_width, seed,
                     prng_impl)
@@ -193,7 +247,10 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
   (n_strings,) = r.read(_U8, "string count")
   if not 1 <= n_strings <= MAX_STRINGS:
     raise BitstreamError(f"bad string count {n_strings} (must be 1..{MAX_STRINGS})")
-  lengths = [r.read(_U32, "string lengths")[0] for _ in range(n_strings)]
+  if version == 1:
+    lengths = [r.read(_U32, "string lengths")[0] for _ in range(n_strings)]
+  else:
+    lengths = [r.varint("string lengths") for _ in range(n_strings)]
   for i, n in enumerate(lengths):
     if n > len(data):
       raise BitstreamError(f"string {i} length {n} exceeds the file size {len(data)}")
