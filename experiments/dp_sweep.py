@@ -77,6 +77,7 @@ def main(argv=None):
   p.add_argument("--mode", default="schedule")
   p.add_argument("--grad", default="xt", help="xt: constraint gradients through ε_θ; x0: codec only")
   p.add_argument("--start-step", type=int, default=0, help="late start from the noised x̂_b")
+  p.add_argument("--step-size", type=float, default=DCICConfig.step_size, help="η₀ of the schedule mode")
   p.add_argument("--idempotence-steps", type=int, default=0, help="also run dps K_P=1 with this many steps")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--json", default=None)
@@ -103,7 +104,7 @@ def main(argv=None):
                swd=realism(np.stack([d.image for d in decoded])))]
   seconds = {}
   for steps in [int(v) for v in args.steps.split(",")]:
-    cfg = DCICConfig(num_steps=steps, mode=args.mode, grad=args.grad,
+    cfg = DCICConfig(num_steps=steps, mode=args.mode, grad=args.grad, step_size=args.step_size,
                      start_step=args.start_step, w_d=w_d, w_p=w_p)
     run_steps = args.start_step or steps
     # forward + G·(forward + backward ≈ 2 forwards) with xt gradients; one forward with x0.
@@ -124,7 +125,7 @@ def main(argv=None):
 
   print(f"{len(images)} images ({args.crop or 'full'} px) from {args.images}; codec {args.checkpoint} "
         f"at {bpp:.4f} bpp (file sizes); prior {prior.name}; N={args.steps}, mode {args.mode}, "
-        f"grad {args.grad}, start step {args.start_step}; grid decode seconds per N: "
+        f"grad {args.grad}, η₀ {args.step_size:g}, start step {args.start_step}; grid decode seconds per N: "
         + ", ".join(f"{n}: {t:.1f}" for n, t in seconds.items()))
   print("| point | K_D | K_P | N | UNet evals (fwd-equiv.) | PSNR dB | patch SWD x1e3 |")
   print("|---|---|---|---|---|---|---|")

@@ -29,7 +29,7 @@ def _raw(codec=b"\x01", sizes=(5, 7, 59, 57), prng=b"\x01", strings=STRINGS, len
   field = lambda v: v if isinstance(v, bytes) else bitstream._varint(v)
   lengths = [len(x) for x in strings] if lengths is None else lengths
   head = b"".join([b"DCIC", bytes([version]), codec, fingerprint, *map(field, sizes),
-                   struct.pack("<Q", seed), prng, bytes([len(lengths)]), *map(field, lengths)])
+                   field(seed), prng, bytes([len(lengths)]), *map(field, lengths)])
   payload = b"".join(strings)
   return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
 
@@ -84,10 +84,10 @@ def test_layout_is_stable():
       "44434943", "02",  # magic, version
       "01", "0001020304050607",  # codec code (bmshj2018), fingerprint
       "05", "07", "3b", "39",  # height, width, padding 59 and 57 (varints)
-      "3930000000000000",  # seed 12345
+      "b960",  # seed 12345 (varint)
       "01",  # prng code (threefry2x32)
       "02", "02", "05",  # n_strings, lengths (varints)
-      "f8b3700f",  # crc32
+      "6e6307c6",  # crc32
       b"zzyyyyy".hex(),  # payload
   ])
   assert _file().hex() == golden
@@ -102,10 +102,11 @@ def test_version_1_files_still_read():
   assert bitstream.unpack(version_1) == (HEADER, STRINGS)
 
 
-def test_header_of_a_kodak_file_is_38_bytes():
-  h = Header("mbt2018-mean", bytes(8), 512, 768, 512, 768, 2**64 - 1, "threefry2x32")
+@pytest.mark.parametrize("seed,header_bytes", [(0, 31), (127, 31), (128, 32), (2**64 - 1, 40)])
+def test_header_of_a_kodak_file(seed, header_bytes):
+  h = Header("mbt2018-mean", bytes(8), 512, 768, 512, 768, seed, "threefry2x32")
   strings = [b"z" * 300, b"y" * 7000]
-  assert len(bitstream.pack(h, strings)) - 7300 == 38
+  assert len(bitstream.pack(h, strings)) - 7300 == header_bytes
 
 
 def test_names_without_a_code_are_written_as_text():
@@ -193,6 +194,11 @@ def test_absurd_padding(sizes):
 @pytest.mark.parametrize("size,word", [(b"\x85\x00", "shortest"), (b"\xff" * 5 + b"\x01", "longer")])
 def test_bad_varints(size, word):
   _raises(_raw(sizes=(size, 7, 0, 0)), "image size", word)
+
+
+def test_seed_beyond_64_bits():
+  _raises(_raw(seed=2**64), "seed")
+  _raises(_raw(seed=b"\xff" * 10 + b"\x01"), "seed", "longer than 10")
 
 
 @pytest.mark.parametrize("fields,words", [

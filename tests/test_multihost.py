@@ -203,6 +203,7 @@ def test_main_job_splits_its_files_over_hosts_and_resumes_what_was_lost(runs, re
       a, b = (load_rgb(w / p).astype(int) for w in (wd_multi, wd_single))
       diff = max(diff, int(np.abs(a - b).max()))
   record_property("study_png_max_abs_diff", diff)
+  print(f"\nmain job: {len(every)} files, PNGs max |2 proc - 1 proc| = {diff} (8-bit levels)")
   assert diff <= 1   # float noise of 2.7e-7 may flip a rounding, by one 8-bit level at most
   # The report is built from every host's files.
   m = json.loads((wd_multi / "measurements" / "bmshj2018-q3.json").read_text())

@@ -2,10 +2,12 @@
 
 The grid axis and the image axis are laid over a 2-D device mesh `("grid", "data")`; every device
 decodes its (grid point, image) pairs in chunks of a fixed size `chunk` (vmapped within a chunk,
-`lax.map` over chunks). Because a chunk's program never depends on the mesh, a decode gives the
-same bits on 1 device, on 4 fake CPU devices and on a pod (the partitioner would otherwise change
-the per-device batch of every convolution, and with it the float summation order). Raise `chunk`
-for throughput on an accelerator; results are bit-identical for any mesh at a fixed chunk.
+`lax.map` over chunks). Because a chunk's program never depends on the mesh, a decode in one
+process gives the same bits on 1 device and on 4 fake CPU devices (the partitioner would
+otherwise change the per-device batch of every convolution, and with it the float summation
+order). Across processes XLA builds a slightly different program: 2 processes × 2 devices
+differ from 1 × 4 by up to 2.7e-7 (tests/test_multihost.py), well below one 8-bit level. Raise
+`chunk` for throughput on an accelerator.
 
 K_D and K_P are traced arrays, so every grid of the same length reuses one compiled program.
 Multi-host: call `jax.distributed.initialize()` first; the mesh spans the global devices and the

@@ -7,7 +7,7 @@ consistent noise costs zero bits). The payload is the strings (z, then y, ...) c
 size is the rate.
 
 Byte layout, version 2 (fixed-size integers little-endian; "varint" is unsigned LEB128, 7 bits a
-byte, at most 5 bytes, shortest form only):
+byte, shortest form only, at most 5 bytes, 10 for the seed):
 
 | field          | size        | notes                                                     |
 | -------------- | ----------- | --------------------------------------------------------- |
@@ -17,15 +17,16 @@ byte, at most 5 bytes, shortest form only):
 | fingerprint    | 8           | hash of the model parameters + coding tables              |
 | height, width  | varint × 2  | 1..65535 each                                             |
 | padding h, w   | varint × 2  | padded size − size, 0..1023 each                          |
-| seed           | u64         | common-randomness seed of the decoder                     |
+| seed           | varint      | common-randomness seed of the decoder, 0..2**64-1         |
 | prng_impl      | u8 [+ text] | code from PRNG_CODES; 0: u8 length 1..32 + printable ASCII |
 | n_strings      | u8          | 1..16                                                     |
 | lengths        | varint × n  | byte length of each string                                |
 | crc32          | u32         | zlib.crc32 of every header byte before it + the payload   |
 | payload        | sum(lengths)| the strings, concatenated; nothing may follow             |
 
-A Kodak file of a shipped codec has a 38-byte header. Version 1 (still read, no longer written)
-spent 73–76: the ids as text, the four sizes and the lengths as u32.
+A Kodak file of a shipped codec has a 31-byte header with a seed below 128 (the CLI's default is
+0), 40 with a full 64-bit seed. Version 1 (still read, no longer written) spent 73–76 bytes: the
+ids as text, the four sizes and the lengths as u32, the seed as u64.
 
 Every problem with a file raises `BitstreamError` with a one-line message; a length field is checked
 against the real file size before it is used, so a hostile file cannot cause a huge allocation.
@@ -49,7 +50,8 @@ MAGIC = b"DCIC"
 # Any other name is written as text after code 0.
 CODEC_CODES = {"bmshj2018": 1, "mbt2018-mean": 2, "swint-charm": 3, "tcm": 4}
 PRNG_CODES = {"threefry2x32": 1, "rbg": 2, "unsafe_rbg": 3}
-MAX_VARINT_BYTES = 5
+MAX_VARINT_BYTES = 5  # sizes and lengths
+MAX_SEED_BYTES = 10   # 64 bits
 
 MAX_CODEC_ID = 64
 MAX_PRNG_IMPL = 32
@@ -61,7 +63,7 @@ FINGERPRINT_BYTES = 8
 _SIZES = struct.Struct("<4I")  # height, width, padded_height, padded_width
 _U8, _U32, _U64 = struct.Struct("<B"), struct.Struct("<I"), struct.Struct("<Q")
 # Smallest possible file (version 2): coded ids, one-byte sizes, one empty string.
-MIN_FILE_BYTES = len(MAGIC) + 1 + 1 + FINGERPRINT_BYTES + 4 + _U64.size + 1 + 1 + 1 + _U32.size
+MIN_FILE_BYTES = len(MAGIC) + 1 + 1 + FINGERPRINT_BYTES + 4 + 1 + 1 + 1 + 1 + _U32.size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +135,7 @@ def pack(header: Header, strings: Sequence[bytes]) -> bytes:
       header.fingerprint,
       *(_varint(v) for v in (header.height, header.width, header.padded_height - header.height,
                              header.padded_width - header.width)),
-      _U64.pack(header.seed),
+      _varint(header.seed),
       _name(header.prng_impl, PRNG_CODES),
       _U8.pack(len(strings)),
       *(_varint(len(s)) for s in strings),
@@ -176,16 +178,16 @@ class _Reader:
   def read(self, fmt: struct.Struct, what: str) -> tuple[int, ...]:
     return fmt.unpack(self.take(fmt.size, what))
 
-  def varint(self, what: str) -> int:
+  def varint(self, what: str, max_bytes: int = MAX_VARINT_BYTES) -> int:
     value = 0
-    for i in range(MAX_VARINT_BYTES):
+    for i in range(max_bytes):
       byte = self.take(1, what)[0]
       value |= (byte & 0x7F) << (7 * i)
       if not byte & 0x80:
         if byte == 0 and i:
           raise BitstreamError(f"bad {what}: not in its shortest form")
         return value
-    raise BitstreamError(f"bad {what}: longer than {MAX_VARINT_BYTES} bytes")
+    raise BitstreamError(f"bad {what}: longer than {max_bytes} bytes")
 
   def name(self, what: str, codes: dict[str, int], max_len: int) -> str:
     """A coded name (version 2): a code from `codes`, or 0 and the name as text."""
@@ -236,7 +238,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     fingerprint = r.take(FINGERPRINT_BYTES, "fingerprint")
     height, width, pad_h, pad_w = (r.varint("image size") for _ in range(4))
     padded_height, padded_width = height + pad_h, width + pad_w
-    (seed,) = r.read(_U64, "seed")
+    seed = r.varint("seed", MAX_SEED_BYTES)
     prng_impl = r.name("prng impl", PRNG_CODES, MAX_PRNG_IMPL)
   try:
     header = Header(codec_id, fingerprint, height, width, padded_height, padded_width, seed,
