@@ -130,19 +130,13 @@ def pipeline_study(root: pathlib.Path) -> dict:
   mid-sweep): that run must redo exactly the lost file.
   """
   import jax
-  import numpy as np
   from configs import base
   from dcic_jax import pipeline, sharding, sweep
-  from dcic_jax.codecs.codec import export_trained
-  from dcic_jax.codecs.registry import make_codec
+  from tiny_exports import export_random_codec
   exports, wd = root / "exports", root / "wd"
   if jax.process_index() == 0:
-    c = base.get_config()
-    c.codec.id, c.codec.N, c.codec.M = "bmshj2018", 16, 24
-    module = make_codec("bmshj2018", N=16, M=24)
     for q in (1, 3):
-      params = jax.jit(module.init)(jax.random.key(q), np.zeros((1, 64, 64, 3), np.float32))
-      export_trained(c, params["params"], exports / f"bmshj2018-q{q}")
+      export_random_codec(exports / f"bmshj2018-q{q}", seed=q)
   sharding.sync("study-exports")
   config = base.get_config()
   config.train_codec.steps = 0

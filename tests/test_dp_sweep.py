@@ -1,11 +1,10 @@
 """experiments/dp_sweep.py: the grid over several N, the Idempotence baseline and the NFE match."""
 import sys
 
-import jax
-import numpy as np
 import pytest
 
 from conftest import IMAGES, REPO
+from tiny_exports import export_random_codec
 
 sys.path.insert(0, str(REPO / "experiments"))
 import dp_sweep  # noqa: E402
@@ -28,16 +27,7 @@ def test_nfe_to_match_takes_the_cheapest_point_at_least_as_realistic():
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
-  from configs import base
-  from dcic_jax.codecs.codec import export_trained
-  from dcic_jax.codecs.registry import make_codec
-  config = base.get_config()
-  config.codec.id, config.codec.N, config.codec.M = "mbt2018-mean", 16, 24
-  module = make_codec("mbt2018-mean", N=16, M=24)
-  params = jax.jit(module.init)(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
-  path = tmp_path_factory.mktemp("export") / "tiny"
-  export_trained(config, params["params"], path)
-  return path
+  return export_random_codec(tmp_path_factory.mktemp("export") / "tiny", "mbt2018-mean")
 
 
 def test_sweep_over_two_step_counts_with_the_idempotence_baseline(export, tmp_path, capsys):

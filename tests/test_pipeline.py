@@ -3,11 +3,10 @@ import json
 import subprocess
 import sys
 
-import jax
-import numpy as np
 import pytest
 
 from conftest import IMAGES, REPO
+from tiny_exports import export_random_codec
 
 sys.path.insert(0, str(REPO))
 from configs import base  # noqa: E402
@@ -15,17 +14,10 @@ from configs import base  # noqa: E402
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
-  """Two tiny random codec exports standing in for two rate points (shipped ones compile slowly
-  at the tests' XLA optimisation level)."""
-  from dcic_jax.codecs.codec import export_trained
-  from dcic_jax.codecs.registry import make_codec
+  """Two tiny random codec exports standing in for two rate points."""
   root = tmp_path_factory.mktemp("exports")
-  config = base.get_config()
-  config.codec.id, config.codec.N, config.codec.M = "bmshj2018", 16, 24
-  module = make_codec("bmshj2018", N=16, M=24)
   for q in (1, 3):
-    params = jax.jit(module.init)(jax.random.key(q), np.zeros((1, 64, 64, 3), np.float32))
-    export_trained(config, params["params"], root / f"bmshj2018-q{q}")
+    export_random_codec(root / f"bmshj2018-q{q}", seed=q)
   return root
 
 
