@@ -64,6 +64,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.dcic.inner_steps = 1             # G: inner optimiser steps per reverse step
   config.dcic.optimizer = "sgd"           # inner optimiser: "sgd" or "adam"
   config.dcic.step_size = 0.5             # eta_0 (schedule mode; scaled by sqrt(alpha_bar_t)) or zeta (dps)
+  config.dcic.step_cap = False            # schedule mode: cap each inner step at the minimum of the
+                                          # constraint term's quadratic model (no overshoot; one more HVP)
   config.dcic.prox = 1.0                  # lambda of |x - x0|^2 that keeps G > 1 inner steps near the sampler
   config.dcic.eta = 1.0                   # DDIM eta of the sampler step (1: DDPM variance, 0: deterministic)
   config.dcic.variant = "reconstruction"  # l_P variant: "reconstruction" or "latent"

@@ -77,7 +77,8 @@ def _decompress(args) -> None:
   info = json.loads((ckpt / "codec.json").read_text())
   w_d, w_p = weights(info, args.variant)
   cfg = DCICConfig(num_steps=args.steps, inner_steps=args.inner, mode=args.mode, grad=args.grad,
-                   optimizer=args.optimizer, step_size=args.step_size, prox=args.prox, eta=args.eta,
+                   optimizer=args.optimizer, step_size=args.step_size, step_cap=args.step_cap,
+                   prox=args.prox, eta=args.eta,
                    variant=args.variant, start_step=args.start_step, w_d=w_d, w_p=w_p)
   prior = load_prior(args.prior)
   if "dcic" not in info:
@@ -169,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument("--inner", type=int, default=defaults.inner_steps, help="inner optimiser steps G")
   g.add_argument("--optimizer", choices=("sgd", "adam"), default=defaults.optimizer)
   g.add_argument("--step-size", type=float, default=defaults.step_size, help="eta_0 (schedule) or zeta (dps)")
+  g.add_argument("--step-cap", action="store_true",
+                 help="schedule mode: cap each inner step at the constraint's quadratic-model minimum")
   g.add_argument("--prox", type=float, default=defaults.prox, help="weight of |x - x0|^2 in the inner loss")
   g.add_argument("--eta", type=float, default=defaults.eta, help="DDIM eta of the sampler step")
   g.add_argument("--variant", choices=("reconstruction", "latent"), default=defaults.variant)

@@ -262,7 +262,8 @@ def dcic_config(config, codec_json: dict):
   d = config.dcic
   w_d, w_p = weights(codec_json, d.variant)
   return DCICConfig(num_steps=d.num_steps, inner_steps=d.inner_steps, mode=d.mode, grad=d.grad,
-                    optimizer=d.optimizer, step_size=d.step_size, prox=d.prox, eta=d.eta,
+                    optimizer=d.optimizer, step_size=d.step_size, step_cap=d.step_cap, prox=d.prox,
+                    eta=d.eta,
                     variant=d.variant, start_step=d.start_step, w_d=w_d, w_p=w_p)
 
 

@@ -78,7 +78,9 @@ def main(argv=None):
   p.add_argument("--grad", default="xt", help="xt: constraint gradients through ε_θ; x0: codec only")
   p.add_argument("--start-step", type=int, default=0, help="late start from the noised x̂_b")
   p.add_argument("--step-size", type=float, default=DCICConfig.step_size, help="η₀ of the schedule mode")
+  p.add_argument("--step-cap", action="store_true", help="cap inner steps at the quadratic model's minimum")
   p.add_argument("--idempotence-steps", type=int, default=0, help="also run dps K_P=1 with this many steps")
+  p.add_argument("--chunk", type=int, default=1, help="decodes vmapped together (must divide points x images)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--json", default=None)
   args = p.parse_args(argv)
@@ -105,13 +107,13 @@ def main(argv=None):
   seconds = {}
   for steps in [int(v) for v in args.steps.split(",")]:
     cfg = DCICConfig(num_steps=steps, mode=args.mode, grad=args.grad, step_size=args.step_size,
-                     start_step=args.start_step, w_d=w_d, w_p=w_p)
+                     step_cap=args.step_cap, start_step=args.start_step, w_d=w_d, w_p=w_p)
     run_steps = args.start_step or steps
     # forward + G·(forward + backward ≈ 2 forwards) with xt gradients; one forward with x0.
     nfe = run_steps * (1 + 2 * cfg.inner_steps if args.grad == "xt" else 1)
     start = time.perf_counter()
     out = dcic_decode(codec, prior, decoded, cfg, [q[0] for q in points], [q[1] for q in points],
-                      progress=True)                                   # [G, B, H, W, 3], one compile
+                      chunk=args.chunk, progress=True)                                   # [G, B, H, W, 3], one compile
     seconds[steps] = time.perf_counter() - start
     for (k_d, k_p), x in zip(points, out):
       name = "sampler" if k_d == k_p == 0 else "DCIC_RD" if k_p == 0 else "DCIC_RP" if k_d == 0 else "DCIC_RDP"
@@ -119,13 +121,13 @@ def main(argv=None):
                        swd=realism(x)))
   if args.idempotence_steps:
     idem = DCICConfig(num_steps=args.idempotence_steps, mode="dps", step_size=0.6, w_d=w_d, w_p=1.0)
-    x = dcic_decode(codec, prior, decoded, idem, [0.0], [1.0], progress=True)[0]
+    x = dcic_decode(codec, prior, decoded, idem, [0.0], [1.0], chunk=args.chunk, progress=True)[0]
     rows.append(dict(name="Idempotence (dps)", k_d=0.0, k_p=1.0, steps=args.idempotence_steps,
                      nfe=3 * args.idempotence_steps, psnr=_psnr(x, originals), swd=realism(x)))
 
   print(f"{len(images)} images ({args.crop or 'full'} px) from {args.images}; codec {args.checkpoint} "
         f"at {bpp:.4f} bpp (file sizes); prior {prior.name}; N={args.steps}, mode {args.mode}, "
-        f"grad {args.grad}, η₀ {args.step_size:g}, start step {args.start_step}; grid decode seconds per N: "
+        f"grad {args.grad}, η₀ {args.step_size:g}{' capped' if args.step_cap else ''}, start step {args.start_step}; grid decode seconds per N: "
         + ", ".join(f"{n}: {t:.1f}" for n, t in seconds.items()))
   print("| point | K_D | K_P | N | UNet evals (fwd-equiv.) | PSNR dB | patch SWD x1e3 |")
   print("|---|---|---|---|---|---|---|")

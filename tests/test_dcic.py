@@ -26,6 +26,7 @@ K_D = (0.0, 0.5, 1.0, 0.0)
 K_P = (0.0, 0.0, 0.0, 1.0)
 MODES = {"schedule-xt": dict(mode="schedule", grad="xt"),
          "schedule-x0": dict(mode="schedule", grad="x0"),
+         "schedule-x0-cap": dict(mode="schedule", grad="x0", step_cap=True),
          "dps": dict(mode="dps", step_size=8.0)}   # few steps: a larger ζ than the 1000-step 0.6
 
 
@@ -73,7 +74,7 @@ def test_zero_weights_are_the_plain_sampler_bit_for_bit(mode):
   np.testing.assert_array_equal(decode_grid(mode)[0], np.asarray(plain[0]))
 
 
-@pytest.mark.parametrize("mode", ["schedule-xt", "schedule-x0"])
+@pytest.mark.parametrize("mode", ["schedule-xt", "schedule-x0", "schedule-x0-cap"])
 def test_growing_k_d_converges_to_the_base_reconstruction(mode):
   _, _, target, _, _ = setup()
   rmse = _rmse(decode_grid(mode)[:3], target)        # K_D = 0, 0.5, 1 with K_P = 0
@@ -88,6 +89,19 @@ def test_k_p_lowers_the_re_encoding_error(mode):
   err = np.asarray(constraints.reencode_error(fns, codec.params, out,
                                               jax.tree.map(lambda a: jnp.repeat(a, 2, 0), target)))
   assert err[1] < 0.9 * err[0], err
+
+
+def test_step_cap_stops_an_oversized_step_from_overshooting():
+  """η₀ = 5 with K_D = 1 oversteps ℓ_D's minimum (x̂_b) tenfold; capped, each inner step lands
+  on the minimum of ℓ_D's quadratic model, which is x̂_b itself."""
+  codec, fns, target, keys, w_p = setup()
+  rmse = {}
+  for cap in (False, True):
+    cfg = sampler.DCICConfig(num_steps=N, grad="x0", step_size=5.0, step_cap=cap, w_p=w_p)
+    out = grid.GridDecoder(EPS_FN, fns, SCHEDULE, cfg)(None, codec.params, target, keys, [1.0], [0.0],
+                                                       mesh=grid.grid_mesh(1, jax.devices()[:1]))
+    rmse[cap] = float(_rmse(np.asarray(out)[:, 0], target)[0])
+  assert rmse[True] < 1e-3 and rmse[False] > 0.1, rmse
 
 
 def test_same_bits_across_runs_and_on_one_or_four_devices_and_no_coupling():

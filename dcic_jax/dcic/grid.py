@@ -63,8 +63,8 @@ class GridDecoder:
 
   def _tick(self, i) -> None:
     del i
-    if self._bar is not None:
-      self._bar.update(1)
+    if self._bar is not None:  # called once per step of a vmapped chunk of `chunk` items
+      self._bar.update(self.chunk)
 
   def _local(self, prior_params, codec_params, targets: Target, keys, k_d, k_p):
     """One device: its g grid points × b images as g·b items, decoded `chunk` at a time."""

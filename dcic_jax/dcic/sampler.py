@@ -7,6 +7,7 @@ over images and over (K_D, K_P) pairs), with N respaced steps and the key from t
   for i = N … 1 (one jax.lax.scan), t = τ_i, z_i = N(fold_in(key, i)):
     schedule mode: G inner optax steps on
         L(x) = K_D·w_D·ℓ_D(x̂0(x)) + K_P·w_P·ℓ_P(x̂0(x)) + λ·‖x − x⁰‖²,   step η₀·√ᾱ_t
+        (with `step_cap`, at most the step to the minimum of the constraint term's quadratic model)
       grad="xt": x is x_t and the gradient runs through ε_θ (memory: the UNet's block-level
                  `remat` trades one extra forward for activations of one block at a time);
       grad="x0": x is x̂0 itself, the gradient runs through the codec only, ε is re-derived;
@@ -52,6 +53,9 @@ class DCICConfig:
   grad: str = "xt"              # "xt": gradient through ε_θ; "x0": through the codec only (schedule mode)
   optimizer: str = "sgd"        # inner optimiser, state reset every outer step: "sgd" or "adam"
   step_size: float = 0.5        # η₀ (schedule: step η₀·√ᾱ_t) or ζ (dps: fixed)
+  step_cap: bool = False        # schedule: cap each inner step at the minimum of the constraint
+                                # term's quadratic model along the update (one Hessian-vector
+                                # product more per inner step)
   prox: float = 1.0             # λ: weight of ‖x − x⁰‖², which keeps G > 1 inner steps near the sampler's x
   eta: float = 1.0              # DDIM η of the sampler step (1: DDPM posterior variance, 0: deterministic)
   variant: str = "reconstruction"  # ℓ_P variant: "reconstruction" or "latent"
@@ -116,13 +120,27 @@ def make_decode_one(eps_fn: EpsFn, codec: CodecFns, schedule: Schedule, cfg: DCI
             constraints.idempotence_residual(codec, codec_params, u, target, cfg.variant))
       return (k_d * cfg.w_d * l_d + k_p * cfg.w_p * l_p)[0]
 
-    def inner(loss_fn, x0, lr):
-      """G optax steps on loss_fn from x0 (optimizer state reset here, every outer step)."""
+    def inner(constraint_fn, x0, lr):
+      """G optax steps on constraint_fn(x) + λ‖x − x0‖² from x0 (optimizer state reset here,
+      every outer step)."""
+      loss_fn = lambda x: constraint_fn(x) + cfg.prox * jnp.sum(jnp.square(x - x0))
       def body(_, carry):
         x, state = carry
-        updates, state = inner_opt.update(jax.grad(loss_fn)(x), state, x)
-        return optax.apply_updates(x, jax.tree.map(lambda g: lr * g, updates)), state
+        d, state = inner_opt.update(jax.grad(loss_fn)(x), state, x)
+        step = capped_step(constraint_fn, x, d, lr) if cfg.step_cap else lr
+        return x + step * d, state
       return jax.lax.fori_loop(0, cfg.inner_steps, body, (x0, inner_opt.init(x0)))[0]
+
+    def capped_step(constraint_fn, x, d, lr):
+      """min(lr, α*), α* = −⟨∇C, d⟩ / dᵀ∇²C d: the step to the minimum of the constraint term's
+      quadratic model along the update d. A fixed η₀ that suits ℓ_D (curvature 2: η₀ = ½ lands
+      on x̂_b, so K_D = 1 keeps its meaning) overshoots along a stiffer ℓ_P, and over the outer
+      steps the overshoot grows into noise; a capped step cannot overshoot. Uncapped where the
+      model has no minimum (dᵀ∇²C d ≤ 0) or d is not a descent direction."""
+      g, hd = jax.jvp(jax.grad(constraint_fn), (x,), (d,))
+      slope, curvature = jnp.vdot(g, d), jnp.vdot(d, hd)
+      ok = (curvature > 0) & (slope < 0)
+      return jnp.where(ok, jnp.minimum(lr, -slope / jnp.where(ok, curvature, 1.0)), lr)
 
     def schedule_step(x_t, i):
       t_B = jnp.full((1,), timesteps[i - 1], jnp.int32)
@@ -130,14 +148,12 @@ def make_decode_one(eps_fn: EpsFn, codec: CodecFns, schedule: Schedule, cfg: DCI
       z = step_noise(key, i, shape)
       lr = cfg.step_size * c.sqrt_ab_t
       if cfg.grad == "xt":
-        def loss(x):
-          u = predict_x0(x, eps_fn(prior_params, x, t_B), c)
-          return constraint(u, True) + cfg.prox * jnp.sum(jnp.square(x - x_t))
-        x = inner(loss, x_t, lr)
+        x = inner(lambda x: constraint(predict_x0(x, eps_fn(prior_params, x, t_B), c), True),
+                  x_t, lr)
         x_s, _ = ddim_step(x, eps_fn(prior_params, x, t_B), i, z, schedule, cfg.eta)
         return x_s
       u0 = predict_x0(x_t, eps_fn(prior_params, x_t, t_B), c)
-      u = inner(lambda u: constraint(u, True) + cfg.prox * jnp.sum(jnp.square(u - u0)), u0, lr)
+      u = inner(lambda u: constraint(u, True), u0, lr)
       return ddim_step_from_x0(x_t, jnp.clip(u, -1.0, 1.0), i, z, schedule, cfg.eta)
 
     def dps_step(x_t, i):
