@@ -21,6 +21,12 @@ def test_loads_with_matching_fingerprint(path):
   assert codec.fingerprint.hex() == json.loads((path / "codec.json").read_text())["fingerprint"]
 
 
+@pytest.mark.parametrize("path", CKPTS, ids=lambda p: p.name)
+def test_every_shipped_codec_has_its_dcic_calibration(path):
+  cal = json.loads((path / "codec.json").read_text())["dcic"]   # python -m dcic_jax.dcic.calibrate
+  assert cal["w_d"] == 1.0 and cal["w_p_reconstruction"] > 0 and cal["w_p_latent"] > 0
+
+
 def test_rate_ladder_is_monotone(image):
   """Higher quality index: more bits and higher PSNR on a real image."""
   from dcic_jax.evaluate import quality
