@@ -73,6 +73,30 @@ class HyperpriorParts:
   def aux_loss(self) -> jax.Array:
     return self.entropy_bottleneck.aux_loss()
 
+  def quantize_z(self, z: jax.Array, rng: jax.Array | None, train: bool):
+    """(z_hat, its likelihood, the rng left for y): uniform noise when training, else rounding
+    around the medians as the coder does."""
+    if train:
+      rz, ry = jax.random.split(rng)
+      z_hat = quantization.add_uniform_noise(z, rz)
+    else:
+      ry = None
+      z_hat = quantization.quantize(z, "round", offset=self.medians())
+    return z_hat, self.entropy_bottleneck(z_hat), ry
+
+  def quantize_y(self, y: jax.Array, mu: jax.Array, sigma: jax.Array, ry: jax.Array | None,
+                 train: bool):
+    """(y_hat, its Gaussian-conditional likelihood): training feeds g_s noisy y (quantizer
+    "noise") or straight-through rounded y ("ste"); otherwise y is rounded around mu."""
+    if train:
+      y_noisy = quantization.add_uniform_noise(y, ry)
+      y_lik = gaussian_likelihood(y_noisy, mu, sigma)
+      y_hat = y_noisy if self.cfg.quantizer == "noise" else quantization.quantize(y, "ste", offset=mu)
+    else:
+      y_hat = quantization.quantize(y, "round", offset=mu)
+      y_lik = gaussian_likelihood(y_hat, mu, sigma)
+    return y_hat, y_lik
+
 
 class Hyperprior(HyperpriorParts, nn.Module):
   """bmshj2018 (mean_scale=False) and mbt2018-mean (mean_scale=True): same g_a/g_s, different hyper."""
@@ -127,21 +151,9 @@ class Hyperprior(HyperpriorParts, nn.Module):
     """
     y = self.g_a(x_BHW3)
     z = self.h_a(y)
-    med = self.medians()
-    if train:
-      rz, ry = jax.random.split(rng)
-      z_hat = quantization.add_uniform_noise(z, rz)
-    else:
-      z_hat = quantization.quantize(z, "round", offset=med)
-    z_lik = self.entropy_bottleneck(z_hat)
+    z_hat, z_lik, ry = self.quantize_z(z, rng, train)
     mu, sigma = self.h_s(z_hat)
-    if train:
-      y_noisy = quantization.add_uniform_noise(y, ry)
-      y_lik = gaussian_likelihood(y_noisy, mu, sigma)
-      y_hat = y_noisy if self.cfg.quantizer == "noise" else quantization.quantize(y, "ste", offset=mu)
-    else:
-      y_hat = quantization.quantize(y, "round", offset=mu)
-      y_lik = gaussian_likelihood(y_hat, mu, sigma)
+    y_hat, y_lik = self.quantize_y(y, mu, sigma, ry, train)
     x_hat = self.g_s(y_hat)
     return dict(x_hat=x_hat, y=y, z=z, y_hat=y_hat, z_hat=z_hat, mu=mu, sigma=sigma,
                 likelihoods=dict(y=y_lik, z=z_lik))

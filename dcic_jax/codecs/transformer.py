@@ -20,9 +20,8 @@ import numpy as np
 
 from dcic_jax.codecs.hyperprior import HyperpriorParts, HyperSpec, HyperSynthesis
 from dcic_jax.codecs.layers import activation, conv, depth_to_space, space_to_depth
-from dcic_jax.entropy import quantization
 from dcic_jax.entropy.channelwise import ChannelwiseContext, SliceSpec
-from dcic_jax.entropy.models import EntropyBottleneck, gaussian_likelihood
+from dcic_jax.entropy.models import EntropyBottleneck
 
 _MASKED = -1e9
 
@@ -247,26 +246,14 @@ class ChannelwiseHyperprior(HyperpriorParts, nn.Module):
     """As `Hyperprior.__call__`; `mu` is the effective mean (with the LRP term), so y_hat − mu is the symbol."""
     y = self.g_a(x_BHW3)
     z = self.h_a(y)
-    if train:
-      rz, ry = jax.random.split(rng)
-      z_hat = quantization.add_uniform_noise(z, rz)
-    else:
-      ry = None
-      z_hat = quantization.quantize(z, "round", offset=self.medians())
-    z_lik = self.entropy_bottleneck(z_hat)
+    z_hat, z_lik, ry = self.quantize_z(z, rng, train)
     a, b = self.h_s(z_hat)
     if self.cfg.slices:
       out = self.context(y, a, b, ry, train, self.cfg.quantizer)
       y_hat, mu, sigma, y_lik = out["y_hat"], out["mu"], out["sigma"], out["likelihood"]
     else:
       mu, sigma = a, b
-      if train:
-        y_noisy = quantization.add_uniform_noise(y, ry)
-        y_lik = gaussian_likelihood(y_noisy, mu, sigma)
-        y_hat = y_noisy if self.cfg.quantizer == "noise" else quantization.quantize(y, "ste", offset=mu)
-      else:
-        y_hat = quantization.quantize(y, "round", offset=mu)
-        y_lik = gaussian_likelihood(y_hat, mu, sigma)
+      y_hat, y_lik = self.quantize_y(y, mu, sigma, ry, train)
     x_hat = self.g_s(y_hat)
     return dict(x_hat=x_hat, y=y, z=z, y_hat=y_hat, z_hat=z_hat, mu=mu, sigma=sigma,
                 likelihoods=dict(y=y_lik, z=z_lik))
