@@ -29,6 +29,8 @@ from typing import Callable, Iterable, Sequence
 import jax
 import numpy as np
 
+from dcic_jax.errors import UserError
+
 _TMP_MARK = ".tmp-"
 
 
@@ -116,14 +118,17 @@ def atomic_write(path, write: Callable[[pathlib.Path], None]) -> pathlib.Path:
 
   The temporary name is hidden, unique per host and process and keeps the suffix (so writers that
   pick a format from it work); a rename is atomic on POSIX file systems, so readers and `pending`
-  see either no file or the whole file.
+  see either no file or the whole file. An OSError (no permission, disk full) becomes a one-line
+  UserError, as in `bitstream.write_atomic`.
   """
   path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f".{path.stem}{_TMP_MARK}{socket.gethostname()}-{os.getpid()}{path.suffix}")
   try:
+    path.parent.mkdir(parents=True, exist_ok=True)
     write(tmp)
     os.replace(tmp, path)
+  except OSError as e:
+    raise UserError(f"cannot write {path}: {e.strerror or e}") from None
   finally:
     if tmp.exists():
       tmp.unlink()

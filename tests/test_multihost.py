@@ -260,6 +260,21 @@ def test_pending_and_atomic_writes_resume_only_what_is_missing(tmp_path):
     sweep.grid_units("r", ["a", "b"], [0.0], [0.0], lambda r, im, g, kd, kp: "same.png")
 
 
+def test_atomic_write_failure_is_one_line_and_leaves_nothing(tmp_path):
+  from dcic_jax.errors import UserError
+  (tmp_path / "a_file").write_bytes(b"x")
+  with pytest.raises(UserError, match="cannot write") as info:   # parent is a file
+    sweep.atomic_write(tmp_path / "a_file" / "out.png", lambda tmp: tmp.write_bytes(b"y"))
+  assert "\n" not in str(info.value)
+
+  def disk_full(tmp):
+    tmp.write_bytes(b"half")
+    raise OSError(28, "No space left on device")
+  with pytest.raises(UserError, match="No space left"):
+    sweep.atomic_write(tmp_path / "out.png", disk_full)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
 def test_write_owned_on_one_process_writes_the_whole_call(tmp_path):
   mesh = jax.make_mesh((2, 2), ("grid", "data"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
   out = jax.device_put(np.arange(4 * 2 * 3, dtype=np.float32).reshape(4, 2, 3),
