@@ -3,9 +3,10 @@
   python -m dcic_jax.main --config=configs/train_codec.py:bmshj2018,3 --workdir=runs/bmshj2018-q3
 
 The argument is "<codec id>,<quality 1-4>"; quality picks λ from CompressAI's MSE ladder.
-experiments/train_shipped_codecs.sh runs the whole ladder (q3 first, then warm-started neighbours);
-experiments/train_shipped_transformers.sh trains the Transformer ("swint-charm") and hybrid ("tcm")
-codecs, whose extra fields (codecs/transformer.py TransformerConfig) are added below.
+experiments/train_ladder.py trains all four rate points of a CNN codec in one process (how the
+shipped ones were made, on a GPU: checkpoints/README.md); experiments/train_shipped_transformers.sh
+trains the Transformer ("swint-charm") and hybrid ("tcm") codecs, whose extra fields
+(codecs/transformer.py TransformerConfig) are added below.
 """
 from configs import base
 
@@ -20,13 +21,15 @@ def get_config(arg: str = "bmshj2018,3"):
   config.codec.id = codec_id
   config.train_codec.lmbda = LAMBDAS[quality]
   config.train_codec.data_dir = "../shared/data/photos"
-  # Stage 1 of the shipped recipe: 64x64 crops (batch 16), cheap on a CPU. Alone it is not enough:
-  # z is then 1x1 and the hyper path never sees spatial context, so whole images code ~5 dB worse
-  # than crops; stage 2 of experiments/train_shipped_codecs.sh fine-tunes at 256x256.
+  # 64x64 crops (batch 16) are cheap on a CPU, but alone they are not enough: z is then 1x1 and
+  # the hyper path never sees spatial context, so whole images code ~5 dB worse than crops.
+  # experiments/train_ladder.py (the shipped CNN codecs) overrides them with 256x256 crops.
   config.train_codec.crop_size = 64
   config.train_codec.batch_size = 16
+  config.codec.N, config.codec.M = 64, 64  # the shipped CNN codecs (transformers: 48, 64 below)
   if codec_id in TRANSFORMER_CODECS:
-    # Small shipped sizes (fields of codecs/transformer.py TransformerConfig); N, M as the CNN codecs.
+    # Small shipped sizes (fields of codecs/transformer.py TransformerConfig).
+    config.codec.N, config.codec.M = 48, 64
     config.codec.window = 4          # attention window side at every stage (64x64 crops: 4x4 at y)
     config.codec.depth = 2           # blocks per stage: one W-MSA, one SW-MSA
     config.codec.head_dim = 16       # channels per attention head

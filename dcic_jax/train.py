@@ -25,6 +25,7 @@ import tqdm
 from dcic_jax import sharding
 from dcic_jax.codecs.registry import make_codec
 from dcic_jax.data.images import list_images, load_rgb
+from dcic_jax.data.input_pipeline import prefetch
 from dcic_jax.errors import UserError
 
 
@@ -51,18 +52,25 @@ def rd_loss(module, params, x_BHW3, rng, lmbda: float, aux_weight: float):
   return loss, dict(loss=loss, rd=rd, bpp=bpp, mse=mse, psnr=-10.0 * jnp.log10(mse), aux=aux)
 
 
-def make_optimizer(tc) -> optax.GradientTransformation:
-  """Adam with warm-up + cosine decay for the model; a separate fixed-rate Adam for the quantiles.
-
-  The quantile aux loss is large and unrelated to the RD loss: keeping it out of the clipped,
-  scheduled optimiser stops it from shrinking the model's gradients (CompressAI also uses two).
-  """
-  schedule = optax.warmup_cosine_decay_schedule(
+def lr_schedule(tc) -> optax.Schedule:
+  """Linear warm-up from 0 to `lr`, then cosine decay to `lr * final_lr_frac` at `steps`."""
+  return optax.warmup_cosine_decay_schedule(
       0.0, tc.lr, max(tc.warmup_steps, 1), max(tc.steps, tc.warmup_steps + 1), tc.lr * tc.final_lr_frac)
-  main = optax.chain(optax.clip_by_global_norm(tc.grad_clip), optax.adam(schedule))
+
+
+def make_optimizer(grad_clip: float, aux_lr: float, lr) -> optax.GradientTransformation:
+  """Clipped Adam at rate `lr` for the model; a separate fixed-rate Adam for the quantiles.
+
+  `lr` may be a traced scalar: the train step takes the scheduled rate of its step as an
+  argument, so one compiled step serves every schedule, step count and λ of an architecture
+  (a ladder of rate points trains after a single compile). The quantile aux loss is large and
+  unrelated to the RD loss: keeping it out of the clipped optimiser stops it from shrinking the
+  model's gradients (CompressAI also uses two).
+  """
+  main = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(lr))
   label = lambda params: flax.traverse_util.path_aware_map(
       lambda path, _: "aux" if path[-1] == "quantiles" else "main", params)
-  return optax.multi_transform({"main": main, "aux": optax.adam(tc.aux_lr)}, label)
+  return optax.multi_transform({"main": main, "aux": optax.adam(aux_lr)}, label)
 
 
 def _checkpoint_manager(workdir, every: int) -> ocp.CheckpointManager:
@@ -133,18 +141,14 @@ def host_crops(folder, crop: int, batch_size: int, rows: slice, seed: int, start
     step += 1
 
 
-def optimizer_key(tc) -> tuple:
-  """The fields `make_optimizer` reads, as a hashable key."""
-  return tuple((k, tc[k]) for k in ("lr", "warmup_steps", "steps", "final_lr_frac", "grad_clip", "aux_lr"))
-
-
 @functools.lru_cache(maxsize=4)
-def _jitted_train_step(module, opt_key: tuple, lmbda: float, aux_weight: float, mesh, loss_fn):
-  """The jitted step, cached so that a resumed run in the same process (tests, notebooks,
-  sweeps over λ with one architecture) does not trace and compile it again."""
-  optimizer = make_optimizer(ml_collections.ConfigDict(dict(opt_key)))
+def _jitted_train_step(module, grad_clip: float, aux_lr: float, aux_weight: float, mesh, loss_fn):
+  """The jitted step `(state, x_uint8, rng, lmbda, lr) -> (state, metrics)`, cached so that
+  every later run with this architecture in the process (resumes, tests, a ladder of λ with
+  any step counts) reuses one compile: λ and the learning rate are traced arguments."""
 
-  def train_step(state: TrainState, x_uint8, rng):
+  def train_step(state: TrainState, x_uint8, rng, lmbda, lr):
+    optimizer = make_optimizer(grad_clip, aux_lr, lr)
     x = x_uint8.astype(jnp.float32) / 255.0
     grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
     (_, metrics), grads = grad_fn(module, state.params, x, rng, lmbda, aux_weight)
@@ -167,7 +171,7 @@ def train_codec(config: ml_collections.ConfigDict, workdir: str):
   if tc.batch_size % jax.device_count():
     raise UserError(f"train_codec.batch_size={tc.batch_size} must be a multiple of the {jax.device_count()} devices")
   mesh = sharding.data_mesh()
-  optimizer = make_optimizer(tc)
+  optimizer = make_optimizer(tc.grad_clip, tc.aux_lr, tc.lr)  # the state's shape only
   is_main = jax.process_index() == 0
 
   root = jax.random.PRNGKey(config.seed)
@@ -192,9 +196,12 @@ def train_codec(config: ml_collections.ConfigDict, workdir: str):
     mgr.close()
     return module, state.params
 
-  train_step = _jitted_train_step(module, optimizer_key(tc), tc.lmbda, tc.aux_weight, mesh, rd_loss)
+  train_step = _jitted_train_step(module, tc.grad_clip, tc.aux_lr, tc.aux_weight, mesh, rd_loss)
+  lrs = np.asarray(lr_schedule(tc)(np.arange(tc.steps)), np.float32)  # the step's rate, host side
+  lmbda = np.float32(tc.lmbda)
   rows = sharding.host_rows(tc.batch_size, mesh)
-  batches = host_crops(tc.data_dir, tc.crop_size, tc.batch_size, rows, seed=config.seed, start=start)
+  crops = host_crops(tc.data_dir, tc.crop_size, tc.batch_size, rows, seed=config.seed, start=start)
+  batches = prefetch(lambda: sharding.global_batch(next(crops), mesh))  # host work overlaps the step
   writer = None
   if is_main:
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
@@ -203,8 +210,7 @@ def train_codec(config: ml_collections.ConfigDict, workdir: str):
                     dynamic_ncols=True, disable=not is_main)
   try:
     for step in bar:
-      batch = sharding.global_batch(next(batches), mesh)
-      state, metrics = train_step(state, batch, jax.random.fold_in(train_key, step))
+      state, metrics = train_step(state, next(batches), jax.random.fold_in(train_key, step), lmbda, lrs[step])
       if (step + 1) % tc.log_every == 0 or step + 1 == tc.steps:
         m = jax.device_get(metrics)  # replicated: the same on every host, so all stop together
         if not np.isfinite(m["loss"]):
@@ -217,6 +223,7 @@ def train_codec(config: ml_collections.ConfigDict, workdir: str):
     if mgr.latest_step() != tc.steps:
       mgr.save(tc.steps, args=ocp.args.StandardSave(state), force=True)
   finally:
+    batches.close()
     mgr.wait_until_finished()
     mgr.close()
     if writer is not None:

@@ -73,7 +73,7 @@ def main(argv=None):
   decoded = codec.decompress(codec.compress(image, seed=1))
   fns = constraints.CodecFns.from_module(codec.module)
   target = constraints.make_target(fns, codec.params, jnp.asarray(decoded.y_hat[None]),
-                                   jnp.asarray(decoded.mu[None]))
+                                   jnp.asarray(decoded.mu[None]), jnp.asarray(decoded.r[None]))
   keys = sampler.header_key(1)[None]
   full = schedules.make_schedule("linear", 1000)
   sched = schedules.respace(full, args.steps)
@@ -146,8 +146,7 @@ def main(argv=None):
   # 4. peak memory of a 768x512 decode (compile only).
   if "memory" not in skip:
     big = constraints.Target(*(jnp.zeros((1,) + s, jnp.float32) for s in
-                               [(512, 768, 3), (512, 768, 3), (32, 48, codec.module.cfg.M),
-                                (32, 48, codec.module.cfg.M)]))
+                               [(512, 768, 3), (512, 768, 3)] + [(32, 48, codec.module.cfg.M)] * 3))
     for remat in (False, True):
       _, eps_r, params_r = _unet(args, remat)
       dec = grid.GridDecoder(eps_r, fns, sched, sampler.DCICConfig(num_steps=n, inner_steps=g))

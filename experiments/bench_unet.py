@@ -55,19 +55,24 @@ def _timed(fn, steps: int, warmup: int) -> float:
 # PyTorch / diffusers baseline.
 # ------------------------------------------------------------------------------------------------
 
-def torch_train_step_seconds(args) -> tuple[float, int]:
-  """(seconds per diffusers train step, parameter count); ImportError without torch/diffusers."""
+def torch_train_step_seconds(args) -> tuple[float, int, str]:
+  """(seconds per diffusers train step, parameter count, device); ImportError without
+  torch/diffusers. On a GPU it runs there, with TF32 allowed for convolutions and matmuls, as
+  XLA's default precision does for float32 on the same GPU (PyTorch's own default allows it
+  for convolutions only)."""
   import torch  # pylint: disable=g-import-not-at-top
   from diffusers import UNet2DModel  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
   config = {k: v for k, v in _diffusers_config(args).items() if not k.startswith("_")}
-  model = UNet2DModel(**config).train()
+  model = UNet2DModel(**config).to(device).train()
   opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
-  alphas_cumprod = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
-  x0 = torch.rand(args.batch, 3, args.image_size, args.image_size) * 2 - 1
+  alphas_cumprod = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0).to(device)
+  x0 = torch.rand(args.batch, 3, args.image_size, args.image_size, device=device) * 2 - 1
 
   def step():
-    t = torch.randint(0, 1000, (args.batch,))
+    t = torch.randint(0, 1000, (args.batch,), device=device)
     eps = torch.randn_like(x0)
     a = alphas_cumprod[t][:, None, None, None]
     loss = torch.mean((model(a.sqrt() * x0 + (1 - a).sqrt() * eps, t).sample - eps) ** 2)
@@ -75,8 +80,11 @@ def torch_train_step_seconds(args) -> tuple[float, int]:
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
+    if device == "cuda":
+      torch.cuda.synchronize()
 
-  return _timed(step, args.steps, args.warmup), sum(p.numel() for p in model.parameters())
+  seconds = _timed(step, args.steps, args.warmup)
+  return seconds, sum(p.numel() for p in model.parameters()), device
 
 
 def _baseline(args) -> tuple[float | None, str]:
@@ -88,12 +96,12 @@ def _baseline(args) -> tuple[float | None, str]:
     if out.returncode or not lines:
       return None, f"{args.torch_python} failed: {out.stderr.strip().splitlines()[-1:]}"
     result = json.loads(lines[-1])
-    return result["seconds"], (f"torch {result['torch']} via {args.torch_python}, "
-                               f"{result['n_params'] / 1e6:.2f} M parameters")
+    return result["seconds"], (f"torch {result['torch']} via {args.torch_python} on "
+                               f"{result['device']}, {result['n_params'] / 1e6:.2f} M parameters")
   try:
     import torch  # pylint: disable=g-import-not-at-top
-    seconds, n_params = torch_train_step_seconds(args)
-    return seconds, f"torch {torch.__version__}, {n_params / 1e6:.2f} M parameters"
+    seconds, n_params, device = torch_train_step_seconds(args)
+    return seconds, f"torch {torch.__version__} on {device}, {n_params / 1e6:.2f} M parameters"
   except ImportError as e:
     return None, f"baseline unavailable: {e} (pass --torch-python PATH of an interpreter " \
         "with torch and diffusers)"
@@ -164,8 +172,9 @@ def main() -> None:
 
   if args.baseline_only:  # child process of --torch-python
     import torch  # pylint: disable=g-import-not-at-top
-    seconds, n_params = torch_train_step_seconds(args)
-    print(json.dumps({"seconds": seconds, "n_params": n_params, "torch": torch.__version__}))
+    seconds, n_params, device = torch_train_step_seconds(args)
+    print(json.dumps({"seconds": seconds, "n_params": n_params, "torch": torch.__version__,
+                      "device": device}))
     return
 
   # The baseline runs first, before JAX starts its thread pool, so neither competes with the

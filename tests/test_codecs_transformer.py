@@ -136,7 +136,8 @@ def test_dcic_constraints_both_variants(codec_id, image):
   codec = tiny(codec_id)
   _, _, _, dec = _coded(codec_id, image)
   fns = C.CodecFns.from_module(codec.module)
-  target = C.make_target(fns, codec.params, jnp.asarray(dec.y_hat[None]), jnp.asarray(dec.mu[None]))
+  target = C.make_target(fns, codec.params, jnp.asarray(dec.y_hat[None]), jnp.asarray(dec.mu[None]),
+                         jnp.asarray(dec.r[None]))
   u = C.from_codec(jnp.asarray(dec.x_hat[None]))
 
   @jax.jit
@@ -151,3 +152,20 @@ def test_dcic_constraints_both_variants(codec_id, image):
   np.testing.assert_allclose(lat, np.round(lat), atol=1e-4)
   for g in grads:  # the straight-through gradient of both variants reaches u
     assert g.shape == u.shape and np.isfinite(g).all() and np.abs(g).sum() > 0
+
+
+@pytest.mark.parametrize("codec_id", NEW)
+def test_re_encoding_the_source_image_lands_exactly_on_its_file(codec_id, image):
+  """With LRP the encoder rounds y around μ − r: Q(g_a(x)) of the coded image x itself must
+  give back the file's ŷ exactly (rounding around μ, as before `Target.r`, misses latents)."""
+  from dcic_jax.dcic import constraints as C
+  codec = tiny(codec_id)
+  _, _, _, dec = _coded(codec_id, image)
+  assert np.abs(dec.r).max() > 0, "the tiny codec's LRP term is zero: the test would prove nothing"
+  fns = C.CodecFns.from_module(codec.module)
+  target = C.make_target(fns, codec.params, jnp.asarray(dec.y_hat[None]), jnp.asarray(dec.mu[None]),
+                         jnp.asarray(dec.r[None]))
+  u = C.from_codec(jnp.asarray(image[None], jnp.float32) / 255.0)
+  assert float(C.reencode_error(fns, codec.params, u, target)[0]) == 0.0
+  without_r = target.replace(r=jnp.zeros_like(target.r))
+  assert float(C.reencode_error(fns, codec.params, u, without_r)[0]) > 0.0

@@ -40,7 +40,8 @@ def setup(num_images: int = 1):
              for k in range(num_images)]
   fns = constraints.CodecFns.from_module(codec.module)
   target = constraints.make_target(fns, codec.params, jnp.asarray(np.stack([d.y_hat for d in decoded])),
-                                   jnp.asarray(np.stack([d.mu for d in decoded])))
+                                   jnp.asarray(np.stack([d.mu for d in decoded])),
+                                   jnp.asarray(np.stack([d.r for d in decoded])))
   keys = jnp.stack([sampler.header_key(d.header.seed) for d in decoded])
   w_p = float(np.median(calibrate.gradient_ratio(fns, codec.params, target, jax.random.key(0),
                                                  "reconstruction")))

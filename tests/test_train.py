@@ -72,3 +72,39 @@ def test_nan_loss_raises(tmp_path, monkeypatch):
   monkeypatch.setattr(train, "rd_loss", nan_loss)
   with pytest.raises(FloatingPointError, match="step 1"):
     train.train_codec(_config(2), str(tmp_path))
+
+
+def test_a_ladder_of_rates_and_step_counts_traces_the_step_once(tmp_path, monkeypatch):
+  """λ and the learning rate are traced: rate points with other λ and schedule lengths reuse
+  the compiled step (experiments/train_ladder.py relies on it), and λ really reaches the loss."""
+  from dcic_jax import train
+  real, traces = train.rd_loss, []
+  def counting_loss(*a, **k):
+    traces.append(1)  # runs once per trace, not per step
+    return real(*a, **k)
+  monkeypatch.setattr(train, "rd_loss", counting_loss)
+  _, low = train.train_codec(_config(2, lmbda=0.001, ckpt_every=100), str(tmp_path / "low"))
+  _, high = train.train_codec(_config(3, lmbda=0.05, ckpt_every=100, warmup_steps=2), str(tmp_path / "high"))
+  _, high2 = train.train_codec(_config(2, lmbda=0.05, ckpt_every=100), str(tmp_path / "high2"))
+  assert len(traces) == 1
+  diff = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))), low, high2)
+  assert max(jax.tree.leaves(diff)) > 0, "λ did not change the trained parameters"
+
+
+def test_prefetch_yields_the_same_items_in_order_and_re_raises_errors():
+  from dcic_jax.data.input_pipeline import prefetch
+  counter = iter(range(10))
+  def make():
+    v = next(counter)
+    if v == 5:
+      raise ValueError("bad batch 5")
+    return v
+  it = prefetch(make, depth=2)
+  assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
+  with pytest.raises(ValueError, match="bad batch 5"):
+    next(it)
+  it = prefetch(lambda: 1)
+  next(it)
+  it.close()  # stops the thread; a closed iterator is exhausted
+  with pytest.raises(StopIteration):
+    next(it)

@@ -40,6 +40,8 @@ class Decoded:
   scale_index: np.ndarray # [H/16, W/16, M] int table index of every latent
   x_hat: np.ndarray       # [Hp, Wp, 3] float32 in [0, 1]: base reconstruction on the padded grid
   image: np.ndarray       # [H, W, 3] uint8: the cropped, 8-bit base reconstruction
+  r: np.ndarray           # [H/16, W/16, M] the LRP term inside mu (0 without LRP): the encoder rounds
+                          # y around mu - r, so re-encoding is exact with round(y - mu + r) + mu
 
 
 def scale_table() -> np.ndarray:
@@ -129,11 +131,12 @@ class Codec:
     return fixed_point.to_float(mu_int), index
 
   def _slices(self, z_hat: np.ndarray, symbols):
-    """Channel-wise model: (y_hat, effective mu, index, symbols) from the exact integer slice loop."""
+    """Channel-wise model: (y_hat, effective mu, index, symbols, LRP term) from the exact integer
+    slice loop."""
     feat_mean, feat_scale = fixed_point.mu_sigma_int(self.qparams, self.spec, z_hat)
-    y_hat, mu, index, sym = channelwise.code_slices(self.slice_qparams, self.slice_spec, feat_mean, feat_scale,
-                                                    self.tables["scale_bounds"], symbols)
-    return fixed_point.to_float(y_hat), fixed_point.to_float(mu), index, sym
+    y_hat, mu, index, sym, r = channelwise.code_slices(self.slice_qparams, self.slice_spec, feat_mean,
+                                                       feat_scale, self.tables["scale_bounds"], symbols)
+    return fixed_point.to_float(y_hat), fixed_point.to_float(mu), index, sym, fixed_point.to_float(r)
 
   def encode_latents(self, image_HW3: np.ndarray):
     """uint8 image -> (padded size, z symbols, y symbols, y scale indexes); the encoder half."""
@@ -146,7 +149,7 @@ class Codec:
       # The encoder runs the decoder's integer loop, rounding y_i around the exact mu_i it yields.
       ranges = [self.slice_spec.slice_range(i) for i in range(self.slice_spec.slices)]
       rounder = lambda i, mu_int, _: np.round(y[0][..., ranges[i]] - fixed_point.to_float(mu_int))
-      _, _, index, y_sym = self._slices(z_hat, rounder)
+      _, _, index, y_sym, _ = self._slices(z_hat, rounder)
       return (hp, wp), z_sym, y_sym.astype(np.int64), index
     mu, index = self._hyper(z_hat)
     y_sym = np.round(y[0] - mu).astype(np.int64)
@@ -195,16 +198,17 @@ class Codec:
       z_hat = (z_sym.astype(np.float32) + self.medians).astype(np.float32)
       if self.slice_spec is not None:
         reader = lambda i, _, index_i: coder.decode(strings[1 + i], index_i, self.y_tables)
-        y_hat, mu, index, _ = self._slices(z_hat, reader)
+        y_hat, mu, index, _, r = self._slices(z_hat, reader)
       else:
         mu, index = self._hyper(z_hat)
         y_sym = coder.decode(strings[1], index, self.y_tables)
         y_hat = (y_sym.astype(np.float32) + mu).astype(np.float32)
+        r = np.zeros_like(y_hat)
     except (ValueError, RuntimeError, OverflowError) as e:  # only reachable past the CRC: a coder bug
       raise BitstreamError(f"latent strings do not decode ({e})") from None
     x_hat = np.clip(np.asarray(self._synthesis(self.params, jnp.asarray(y_hat[None])))[0], 0.0, 1.0)
     image = np.round(x_hat[:header.height, :header.width] * 255.0).astype(np.uint8)
-    return Decoded(header, z_hat, y_hat, mu, index, x_hat, image)
+    return Decoded(header, z_hat, y_hat, mu, index, x_hat, image, np.asarray(r, np.float32))
 
   def estimate_bits(self, image_HW3: np.ndarray) -> dict:
     """Bits the entropy models predict for this image (hard rounding, float h_s), for bpp_est."""

@@ -1,5 +1,7 @@
 """Training batches: random crops of a folder of photos (Pillow + numpy, no TensorFlow)."""
-from typing import Iterator
+import queue
+import threading
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 
@@ -35,3 +37,47 @@ def random_crops(images: list[np.ndarray], crop: int, batch_size: int, seed: int
       out[b] = patch[:, ::-1] if rng.random() < 0.5 else patch
     yield out
     step += 1
+
+
+T = TypeVar("T")
+
+
+def prefetch(make: Callable[[], T], depth: int = 2) -> Iterator[T]:
+  """Yields make(), make(), ... computed `depth` items ahead on a background thread.
+
+  A training loop that crops and transfers each batch itself leaves the accelerator idle for that
+  time: on an H200 the codec loop ran at 8 ms per step for a 3.7 ms step and 3.4 ms of host work
+  (docs/gpu.md). `make` runs in order on one thread, so the items are the same as without it.
+  An exception in `make` is raised by the next `next()`; closing the iterator stops the thread.
+  """
+  items: queue.Queue = queue.Queue(maxsize=depth)
+  stop = threading.Event()
+
+  def work():
+    while not stop.is_set():
+      try:
+        item = make()
+      except BaseException as e:  # pylint: disable=broad-except  (re-raised in the consumer)
+        item, stop_after = e, True
+      else:
+        stop_after = False
+      while not stop.is_set():
+        try:
+          items.put(item, timeout=0.1)
+          break
+        except queue.Full:
+          pass
+      if stop_after:
+        return
+
+  thread = threading.Thread(target=work, daemon=True, name="prefetch")
+  thread.start()
+  try:
+    while True:
+      item = items.get()
+      if isinstance(item, BaseException):
+        raise item
+      yield item
+  finally:
+    stop.set()
+    thread.join(timeout=5)

@@ -54,7 +54,7 @@ def calibrate_codec(codec, images: list[np.ndarray], seed: int = 0) -> dict:
   for image in images:
     decoded = codec.decompress(codec.compress(image))
     targets.append(constraints.make_target(fns, codec.params, jnp.asarray(decoded.y_hat[None]),
-                                           jnp.asarray(decoded.mu[None])))
+                                           jnp.asarray(decoded.mu[None]), jnp.asarray(decoded.r[None])))
   result = {"w_d": 1.0}
   for j, variant in enumerate(constraints.VARIANTS):
     ratios = [gradient_ratio(fns, codec.params, target, jax.random.fold_in(jax.random.key(seed), 1000 * j + k),

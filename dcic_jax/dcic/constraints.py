@@ -43,7 +43,8 @@ class Target(flax.struct.PyTreeNode):
   x_b: jax.Array      # [..., H, W, 3] base reconstruction x̂_b in [−1, 1] (clipped), the ℓ_D target
   x_s: jax.Array      # [..., H, W, 3] g_s(ŷ) in [−1, 1] before clipping, the ℓ_P reconstruction target
   y_hat: jax.Array    # [..., h, w, M] decoded latents
-  mu: jax.Array       # [..., h, w, M] decoded means (0 for bmshj2018)
+  mu: jax.Array       # [..., h, w, M] decoded means (0 for bmshj2018), LRP term included
+  r: jax.Array        # [..., h, w, M] LRP term inside mu (0 without LRP): the encoder rounds around mu − r
 
 
 def to_codec(u: jax.Array) -> jax.Array:
@@ -54,10 +55,23 @@ def from_codec(x01: jax.Array) -> jax.Array:
   return x01 * 2.0 - 1.0
 
 
-def make_target(codec: CodecFns, codec_params: Any, y_hat: jax.Array, mu: jax.Array) -> Target:
-  """Target from the decoded latents alone ([B, h, w, M] each): x̂_b = clip(g_s(ŷ))."""
+def make_target(codec: CodecFns, codec_params: Any, y_hat: jax.Array, mu: jax.Array,
+                r: jax.Array | None = None) -> Target:
+  """Target from the decoded latents alone ([B, h, w, M] each; `r` from `Decoded.r`, zeros if
+  None): x̂_b = clip(g_s(ŷ))."""
   x_s = from_codec(codec.g_s(codec_params, y_hat))
-  return Target(x_b=jnp.clip(x_s, -1.0, 1.0), x_s=x_s, y_hat=y_hat, mu=mu)
+  r = jnp.zeros_like(y_hat) if r is None else r
+  return Target(x_b=jnp.clip(x_s, -1.0, 1.0), x_s=x_s, y_hat=y_hat, mu=mu, r=r)
+
+
+def requantize(y: jax.Array, target: Target, rounding=None) -> jax.Array:
+  """Q(y): y rounded as the encoder rounds it, onto the file's grid ŷ = integer + μ.
+
+  The encoder of a channel-wise model with LRP rounds y − (μ − r) and then adds μ; rounding
+  y − μ instead would be off by one wherever r moves y − μ across a half-integer.
+  """
+  rounding = round_ste if rounding is None else rounding
+  return rounding(y - target.mu + target.r) + target.mu
 
 
 def _per_image_sum(r: jax.Array) -> jax.Array:
@@ -78,8 +92,7 @@ def distortion_residual(u: jax.Array, target: Target) -> jax.Array:
 def idempotence_residual(codec: CodecFns, codec_params: Any, u: jax.Array, target: Target,
                          variant: str = "reconstruction") -> jax.Array:
   """The residual whose squared norm is ℓ_P (same shape as u for `reconstruction`, as ŷ for `latent`)."""
-  y = codec.g_a(codec_params, to_codec(u))
-  y_q = round_ste(y - target.mu) + target.mu
+  y_q = requantize(codec.g_a(codec_params, to_codec(u)), target)
   if variant == "reconstruction":
     return from_codec(codec.g_s(codec_params, y_q)) - target.x_s
   if variant == "latent":
@@ -103,6 +116,5 @@ def idempotence_loss(codec: CodecFns, codec_params: Any, u: jax.Array, target: T
 
 def reencode_error(codec: CodecFns, codec_params: Any, u: jax.Array, target: Target) -> jax.Array:
   """[B] ‖Q(g_a(u) − μ) + μ − ŷ‖ with hard rounding: how far re-encoding u lands from the file."""
-  y = codec.g_a(codec_params, to_codec(u))
-  r = jnp.round(y - target.mu) + target.mu - target.y_hat
-  return jnp.sqrt(_per_image_sum(r))
+  err = requantize(codec.g_a(codec_params, to_codec(u)), target, jnp.round) - target.y_hat
+  return jnp.sqrt(_per_image_sum(err))

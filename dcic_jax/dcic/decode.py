@@ -25,8 +25,8 @@ def targets_and_keys(codec, decoded: list) -> tuple[constraints.Target, jnp.ndar
   if len(sizes) != 1:
     raise UserError(f"files of different sizes cannot share a batch: {sorted(sizes)}")
   fns = constraints.CodecFns.from_module(codec.module)
-  target = constraints.make_target(fns, codec.params, jnp.asarray(np.stack([d.y_hat for d in decoded])),
-                                   jnp.asarray(np.stack([d.mu for d in decoded])))
+  stack = lambda field: jnp.asarray(np.stack([getattr(d, field) for d in decoded]))
+  target = constraints.make_target(fns, codec.params, stack("y_hat"), stack("mu"), stack("r"))
   keys = jnp.stack([header_key(d.header.seed, d.header.prng_impl) for d in decoded])
   return target, keys
 

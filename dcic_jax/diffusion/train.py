@@ -32,7 +32,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dcic_jax import checkpointing
-from dcic_jax.data.input_pipeline import load_folder, random_crops
+from dcic_jax.data.input_pipeline import load_folder, prefetch, random_crops
 from dcic_jax.errors import UserError
 from dcic_jax.diffusion import losses
 from dcic_jax.diffusion.schedules import Schedule, make_schedule
@@ -211,14 +211,18 @@ def train_prior(config: ml_collections.ConfigDict, workdir: str,
   bar = tqdm.tqdm(total=tc.num_steps, initial=start, desc="prior",
                   disable=not (is_main and tc.progress_bar))
   pending = None  # (step, metrics) of the last dispatched step, checked one step late
+
+  def next_batch():
+    local = to_model_range(next(images))
+    global_shape = (local.shape[0] * jax.process_count(),) + local.shape[1:]
+    if global_shape[0] != tc.batch_size:
+      raise ValueError(f"batch of {global_shape[0]} images, config batch_size {tc.batch_size}")
+    return jax.make_array_from_process_local_data(batch_sharding, local, global_shape)
+
+  batches = prefetch(next_batch)  # the host's crops overlap the device's step
   try:
     for step in range(start, tc.num_steps):
-      local = to_model_range(next(images))
-      global_shape = (local.shape[0] * jax.process_count(),) + local.shape[1:]
-      if global_shape[0] != tc.batch_size:
-        raise ValueError(f"batch of {global_shape[0]} images, config batch_size {tc.batch_size}")
-      batch = jax.make_array_from_process_local_data(batch_sharding, local, global_shape)
-      state, metrics = train_step(state, batch, step_key)
+      state, metrics = train_step(state, next(batches), step_key)
       if pending is not None:
         _log(writer, curve, bar, *pending, lr_schedule, tc.log_every)
       pending = (step, metrics)
@@ -230,6 +234,7 @@ def train_prior(config: ml_collections.ConfigDict, workdir: str,
     if pending is not None:
       _log(writer, curve, bar, *pending, lr_schedule, tc.log_every)
   finally:
+    batches.close()
     manager.wait_until_finished()
     manager.close()
     bar.close()

@@ -155,21 +155,23 @@ def code_slices(qparams: dict, spec: SliceSpec, mean_feat_int: np.ndarray, scale
 
   `symbols(i, mu_i, index_i)` returns slice i's integer symbols [h, w, M/S]: the encoder rounds
   y_i − mu_i, the decoder reads them from string i. Returns (y_hat_int, mu_int (effective),
-  table index, symbols), each [h, w, M].
+  table index, symbols, LRP term r), each [h, w, M] (r = 0 without LRP; effective mu = mu_i + r).
   """
-  done, mus, indexes, syms = [], [], [], []
+  done, mus, indexes, syms, lrps = [], [], [], [], []
   for i in range(spec.slices):
     mu_int = _net_int(qparams[f"mean_{i}"], np.concatenate([mean_feat_int] + done, -1))
     sigma_int = _net_int(qparams[f"scale_{i}"], np.concatenate([scale_feat_int] + done, -1))
     index = np.searchsorted(scale_bounds, sigma_int, side="left")
     sym = np.asarray(symbols(i, mu_int, index), np.int64)
     y_hat_int = sym.astype(np.float64) * 2.0**A_FRAC + mu_int
+    r = np.zeros_like(y_hat_int)
     if spec.lrp:
       r = softsign_half_int(_net_int(qparams[f"lrp_{i}"], np.concatenate([mean_feat_int] + done + [y_hat_int], -1)))
       y_hat_int, mu_int = y_hat_int + r, mu_int + r
+    lrps.append(r)
     done.append(y_hat_int)
     mus.append(mu_int)
     indexes.append(index)
     syms.append(sym)
   cat = lambda xs: np.concatenate(xs, -1)
-  return cat(done), cat(mus), cat(indexes), cat(syms)
+  return cat(done), cat(mus), cat(indexes), cat(syms), cat(lrps)
