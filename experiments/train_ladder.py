@@ -40,7 +40,7 @@ EVAL_CROPS = sorted((REPO / "data" / "images").glob("kodim*_crop.png"))  # a qui
 
 def make_config(args, quality: int, steps: int):
   config = train_codec_config.get_config(f"{args.codec},{quality}")
-  config.codec.N, config.codec.M = args.N, args.M
+  config.codec.N, config.codec.M, config.codec.up_kernel = args.N, args.M, args.up_kernel
   tc = config.train_codec
   tc.steps, tc.batch_size, tc.crop_size = steps, args.batch, args.crop
   tc.lr, tc.warmup_steps, tc.data_dir = args.lr, args.warmup, args.data_dir
@@ -118,6 +118,8 @@ def main(argv=None):
   p.add_argument("--qualities", default="1,2,3,4", help="rate points (λ of configs/train_codec.py)")
   p.add_argument("--N", type=int, default=64)
   p.add_argument("--M", type=int, default=64)
+  p.add_argument("--up-kernel", type=int, default=3, help="sub-pixel kernel: 3 (CompressAI's 5x5 "
+                 "transposed conv) or 2 (4x4, 16/36 of the weights: N=M=64 fits 8 exports in ~16 MB)")
   p.add_argument("--data-dir", default="../shared/data/photos")
   p.add_argument("--crop", type=int, default=256)
   p.add_argument("--batch", type=int, default=16)
@@ -177,7 +179,7 @@ def main(argv=None):
     print(line, flush=True)
     arrays.update({f"q{q}/{k}": v for k, v in flat_params(params).items()})
     if args.params_npz:  # after every rate point: a cut-off run keeps what it finished
-      keep = ("codec", "N", "M", "data_dir", "crop", "batch", "lr", "warmup")
+      keep = ("codec", "N", "M", "up_kernel", "data_dir", "crop", "batch", "lr", "warmup")
       meta = dict(steps=steps, args={k: getattr(args, k) for k in keep}, qualities=qualities[:qualities.index(q) + 1])
       save_npz(args.params_npz, {**arrays, "meta": np.asarray(json.dumps(meta))})
   print(f"ladder done in {time.perf_counter() - start:.0f} s", flush=True)

@@ -16,6 +16,7 @@ and exactly the same in encoder and decoder, which is what matters.
 import numpy as np
 
 from dcic_jax.codecs.hyperprior import HyperSpec
+from dcic_jax.codecs.layers import same_padding
 
 W_FRAC = 14   # weights: multiples of 2**-14
 A_FRAC = 12   # activations, mu and sigma: multiples of 2**-12
@@ -40,12 +41,12 @@ def quantize_hyper_params(h_s_params: dict, spec: HyperSpec) -> list[tuple[np.nd
 def _conv_same(a_HWC: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
   """Stride-1 'same' convolution of integer-valued float64 arrays, exact (all sums < 2**53)."""
   k = w.shape[0]
-  p = k // 2
+  p = same_padding(k)
   h, wd, c = a_HWC.shape
   bound = np.abs(a_HWC).max(initial=0.0) * np.abs(w).sum(axis=(0, 1, 2)).max() + np.abs(b).max(initial=0.0)
   if bound >= _EXACT:
     raise OverflowError("fixed-point hyper-synthesis would exceed exact float64 range")
-  padded = np.pad(a_HWC, ((p, p), (p, p), (0, 0)))
+  padded = np.pad(a_HWC, (p, p, (0, 0)))
   cols = np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(0, 1))  # [H, W, C, k, k]
   cols = cols.transpose(0, 1, 3, 4, 2).reshape(h * wd, k * k * c)
   return (cols @ w.reshape(k * k * c, -1) + b).reshape(h, wd, -1)

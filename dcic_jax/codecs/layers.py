@@ -77,10 +77,16 @@ def kernel_init(key, shape, dtype=jnp.float32):
   return nn.initializers.lecun_normal()(key, (fan_in, shape[-1]), dtype).reshape(shape)
 
 
+def same_padding(kernel: int) -> tuple[int, int]:
+  """(before, after) padding of a stride-1 'same' conv: k // 2 on both sides for odd k (PyTorch's
+  padding), one more after than before for even k (a 2×2 sub-pixel kernel: (0, 1))."""
+  return (kernel - 1) // 2, kernel // 2
+
+
 def conv(features: int, kernel: int = 5, stride: int = 2, name: str | None = None) -> nn.Conv:
   """Conv with PyTorch padding (k // 2 on every side): ceil(H / stride) outputs for odd k."""
-  p = kernel // 2
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((p, p), (p, p)),
+  p = same_padding(kernel)
+  return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=(p, p),
                  kernel_init=kernel_init, name=name)
 
 
@@ -93,7 +99,11 @@ def depth_to_space(x_BHWC: jax.Array, r: int = 2) -> jax.Array:
 
 
 class Upsample(nn.Module):
-  """2× upsampling by a 3×3 conv to 4·C channels followed by depth-to-space."""
+  """2× upsampling by a k×k conv to 4·C channels followed by depth-to-space.
+
+  k = 3 holds CompressAI's 5×5 stride-2 transposed conv exactly (their weights map onto it);
+  k = 2 is the 4×4 transposed conv, with 16/36 of the weights: small models for a size budget.
+  """
   features: int
   kernel: int = 3
 
