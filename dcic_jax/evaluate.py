@@ -12,6 +12,7 @@ import tqdm
 
 from dcic_jax.codecs.codec import Codec
 from dcic_jax.data.images import load_rgb, save_png_atomic
+from dcic_jax.entropy import bitstream
 from dcic_jax.entropy.bitstream import write_atomic
 
 
@@ -26,6 +27,7 @@ class Row:
   latents_exact: bool  # decoded z and y symbols equal the encoder's, element for element
   enc_s: float
   dec_s: float
+  header_bpp: float = 0.0  # the part of bpp outside the latent strings (container header + CRC)
 
 
 def quality(original_HW3: np.ndarray, recon_HW3: np.ndarray) -> tuple[float, float]:
@@ -55,8 +57,9 @@ def evaluate_codec(codec: Codec, name: str, image_paths, out_dir=None, seed: int
       out.mkdir(parents=True, exist_ok=True)
       write_atomic(out / f"{pathlib.Path(path).stem}.dcic", data)
       save_png_atomic(out / f"{pathlib.Path(path).stem}.png", decoded.image)
+    header_bytes = len(data) - sum(len(s) for s in bitstream.unpack(data)[1])
     rows.append(Row(pathlib.Path(path).name, name, 8 * len(data) / (h * w), sum(bits.values()) / (h * w),
-                    p, m, exact, t1 - t0, t2 - t1))
+                    p, m, exact, t1 - t0, t2 - t1, 8 * header_bytes / (h * w)))
   return rows
 
 

@@ -135,3 +135,18 @@ def test_two_by_two_sub_pixel_kernels_code_bit_exact_and_match_the_float_h_s(ima
   out = module.apply({"params": params}, jnp.asarray(image[None], jnp.float32) / 255.0)
   assert out["x_hat"].shape == (1,) + image.shape
   assert np.abs(dec.mu - np.asarray(out["mu"][0])).max() < 1e-2
+
+
+def test_evaluation_rows_split_the_file_into_header_and_latent_strings(tmp_path):
+  """kodak_rd's overhead without the header rests on Row.header_bpp: the container's bytes."""
+  from conftest import IMAGES
+  from dcic_jax import evaluate
+  codec = tiny_codec("bmshj2018")
+  path = IMAGES / "kodim23_crop.png"
+  (row,) = evaluate.evaluate_codec(codec, "tiny", [path], out_dir=tmp_path)
+  data = (tmp_path / "kodim23_crop.dcic").read_bytes()
+  _, strings = bitstream.unpack(data)
+  pixels = 256 * 384
+  assert row.bpp == 8 * len(data) / pixels and row.latents_exact
+  assert row.header_bpp == 8 * (len(data) - sum(map(len, strings))) / pixels
+  assert 20 <= row.header_bpp * pixels / 8 <= 48  # a format-2 header, seed 0
