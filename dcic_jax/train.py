@@ -160,6 +160,20 @@ def _jitted_train_step(module, grad_clip: float, aux_lr: float, aux_weight: floa
                  out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)))
 
 
+def initial_state(module, tc, key, mesh) -> TrainState:
+  """Step-0 state (warm-started from `tc.init_from` if set), replicated on `mesh`."""
+  x0 = jnp.zeros((1, tc.crop_size, tc.crop_size, 3))
+  params = jax.jit(module.init)(key, x0)["params"]  # one compile, not one per op
+  if tc.init_from:
+    params = _warm_start(params, tc.init_from)
+  # Strong types: weakly typed leaves from init would come back strong from the first step and
+  # make the second step compile again.
+  params = jax.tree.map(lambda a: jax.lax.convert_element_type(a, a.dtype), params)
+  optimizer = make_optimizer(tc.grad_clip, tc.aux_lr, tc.lr)  # the state's shape only
+  state = TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=optimizer.init(params))
+  return jax.device_put(state, sharding.replicated(mesh))  # same values on every host
+
+
 def train_codec(config: ml_collections.ConfigDict, workdir: str):
   """Train (or resume) the codec of `config`; returns (module, params).
 
@@ -171,20 +185,11 @@ def train_codec(config: ml_collections.ConfigDict, workdir: str):
   if tc.batch_size % jax.device_count():
     raise UserError(f"train_codec.batch_size={tc.batch_size} must be a multiple of the {jax.device_count()} devices")
   mesh = sharding.data_mesh()
-  optimizer = make_optimizer(tc.grad_clip, tc.aux_lr, tc.lr)  # the state's shape only
   is_main = jax.process_index() == 0
 
   root = jax.random.PRNGKey(config.seed)
   init_key, train_key = jax.random.split(root)
-  x0 = jnp.zeros((1, tc.crop_size, tc.crop_size, 3))
-  params = jax.jit(module.init)(init_key, x0)["params"]  # one compile, not one per op
-  if tc.init_from:
-    params = _warm_start(params, tc.init_from)
-  # Strong types: weakly typed leaves from init would come back strong from the first step and
-  # make the second step compile again.
-  params = jax.tree.map(lambda a: jax.lax.convert_element_type(a, a.dtype), params)
-  state = TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=optimizer.init(params))
-  state = jax.device_put(state, sharding.replicated(mesh))  # same values on every host
+  state = initial_state(module, tc, init_key, mesh)
 
   mgr = _checkpoint_manager(workdir, tc.ckpt_every)
   if mgr.latest_step() is not None:  # every host restores the same replicated state

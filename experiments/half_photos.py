@@ -8,6 +8,7 @@ Kodak's 768×512 scans (Ballé et al. also trained on downsampled photos). Lossl
 folder small enough to carry to a leased GPU (18 MB for the 49 shared photos, against 84 MB of
 PNGs at full size). Deterministic: the same input gives the same files.
 """
+import io
 import pathlib
 import sys
 
@@ -17,6 +18,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from dcic_jax.data.images import list_images, load_rgb  # noqa: E402
+from dcic_jax.entropy.bitstream import write_atomic  # noqa: E402
 
 
 def main(argv=None):
@@ -28,10 +30,9 @@ def main(argv=None):
   for path in list_images(src):
     im = Image.fromarray(load_rgb(path))
     im = im.resize((im.width // 2, im.height // 2), Image.Resampling.BOX)
-    out = dst / (path.stem + ".webp")
-    tmp = out.with_name(out.name + ".tmp")
-    im.save(tmp, "WEBP", lossless=True, quality=100, method=4)
-    tmp.replace(out)
+    buf = io.BytesIO()
+    im.save(buf, "WEBP", lossless=True, quality=100, method=4)
+    write_atomic(dst / (path.stem + ".webp"), buf.getvalue())
   print(f"wrote {len(list_images(dst))} images to {dst}")
 
 

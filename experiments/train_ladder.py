@@ -16,15 +16,14 @@ Each rate point trains from scratch with the same seed, so all see the same batc
   --from-npz FILE     exports from such a file, no training (the coding tables are built here).
 """
 import argparse
+import io
 import json
-import os
 import pathlib
 import sys
 import time
 
 import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -33,7 +32,10 @@ sys.path.insert(0, str(REPO))
 from configs import train_codec as train_codec_config  # noqa: E402
 from dcic_jax import sharding, train  # noqa: E402
 from dcic_jax.codecs import codec as codec_lib  # noqa: E402
+from dcic_jax.codecs.registry import make_codec  # noqa: E402
 from dcic_jax.data.images import load_rgb  # noqa: E402
+from dcic_jax.entropy.bitstream import write_atomic  # noqa: E402
+from dcic_jax.metrics.image import psnr  # noqa: E402
 
 EVAL_CROPS = sorted((REPO / "data" / "images").glob("kodim*_crop.png"))  # a quick look only
 
@@ -53,12 +55,9 @@ def seconds_per_step(config) -> float:
   """Wall seconds of one train step here: the compiled step (the one `train_codec` will reuse)
   on a random batch, and the host's crop of the next batch, whichever is slower."""
   tc = config.train_codec
-  module = train.make_codec(config.codec.id, **train.codec_kwargs(config))
+  module = make_codec(config.codec.id, **train.codec_kwargs(config))
   mesh = sharding.data_mesh()
-  params = jax.jit(module.init)(jax.random.PRNGKey(0), jnp.zeros((1, tc.crop_size, tc.crop_size, 3)))["params"]
-  opt = train.make_optimizer(tc.grad_clip, tc.aux_lr, tc.lr)
-  state = jax.device_put(train.TrainState(step=jnp.array(0, jnp.int32), params=params,
-                                          opt_state=opt.init(params)), sharding.replicated(mesh))
+  state = train.initial_state(module, tc, jax.random.PRNGKey(0), mesh)
   step = train._jitted_train_step(module, tc.grad_clip, tc.aux_lr, tc.aux_weight, mesh, train.rd_loss)
   batches = train.host_crops(tc.data_dir, tc.crop_size, tc.batch_size, sharding.host_rows(tc.batch_size, mesh), seed=1)
   batch = sharding.global_batch(next(batches), mesh)
@@ -90,14 +89,13 @@ def seconds_per_step(config) -> float:
 def quick_eval(codec) -> str:
   """File bpp and PSNR on the repository's three Kodak crops (a first look; the real numbers come
   from experiments/kodak_rd.py on all 24 images)."""
-  bpp, psnr = [], []
+  bpp, db = [], []
   for path in EVAL_CROPS:
     image = load_rgb(path)
     data = codec.compress(image)
-    x_hat = codec.decompress(data).image.astype(np.float64)
     bpp.append(8 * len(data) / image[..., 0].size)
-    psnr.append(10 * np.log10(255.0**2 / np.mean((x_hat - image) ** 2)))
-  return f"Kodak crops: {np.mean(bpp):.3f} bpp, {np.mean(psnr):.2f} dB"
+    db.append(float(psnr(image[None], codec.decompress(data).image[None])[0]))
+  return f"Kodak crops: {np.mean(bpp):.3f} bpp, {np.mean(db):.2f} dB"
 
 
 def flat_params(params) -> dict:
@@ -107,9 +105,9 @@ def flat_params(params) -> dict:
 
 
 def save_npz(path, arrays: dict) -> None:
-  tmp = f"{path}.tmp.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  write_atomic(path, buf.getvalue())
 
 
 def main(argv=None):
@@ -141,16 +139,15 @@ def main(argv=None):
   if args.from_npz:
     data = np.load(args.from_npz)
     meta = json.loads(str(data["meta"]))
+    trained = {**vars(args), **meta["args"]}  # the training flags; --out (and --data-dir) from here
+    if args.data_dir != p.get_default("data_dir"):  # where the photos were, if not meta's path
+      trained["data_dir"] = args.data_dir
     for q in qualities:
       prefix = f"q{q}/"
       params = flax.traverse_util.unflatten_dict(
           {tuple(k[len(prefix):].split("/")): np.asarray(data[k], np.float32) for k in data.files
            if k.startswith(prefix)})
-      trained = {**vars(args), **meta["args"]}
-      if args.data_dir != p.get_default("data_dir"):  # where the photos were, if not meta's path
-        trained["data_dir"] = args.data_dir
       config = make_config(argparse.Namespace(**trained), q, meta["steps"])
-      config.export_dir = str(pathlib.Path(args.out) / f"{args.codec}-q{q}")
       codec = codec_lib.export_trained(config, params, config.export_dir)
       print(f"exported {config.export_dir} ({meta['steps']} steps); {quick_eval(codec)}", flush=True)
     return
