@@ -284,14 +284,15 @@ def load(path) -> Codec:
 
 
 def export_trained(config, params, out_dir) -> Codec:
-  """Round kernels to their float16 storage, build tables, write the export directory."""
+  """Round the parameters to their stored form (`checkpointing.storage_form`), build the tables of
+  that rounded codec, write the export directory."""
   from dcic_jax import checkpointing
   from dcic_jax.train import codec_kwargs
   kwargs = codec_kwargs(config)
-  params = checkpointing.round_kernels_f16(params)
-  codec = make_codec_from_params(config.codec.id, kwargs, params)
+  stored = checkpointing.storage_form(params)
+  codec = make_codec_from_params(config.codec.id, kwargs, checkpointing.from_storage(stored))
   meta = dict(lmbda=config.train_codec.lmbda, steps=config.train_codec.steps,
               crop_size=config.train_codec.crop_size, data_dir=config.train_codec.data_dir)
-  checkpointing.save_export(out_dir, codec.codec_id, kwargs, codec.params, codec.tables, meta,
+  checkpointing.save_export(out_dir, codec.codec_id, kwargs, stored, codec.tables, meta,
                             codec.fingerprint.hex())
   return codec
