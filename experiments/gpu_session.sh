@@ -5,7 +5,11 @@
 #   2. experiments/bench_unet.py: our UNet's train step against diffusers' UNet2DModel on the same
 #      GPU, at a realistic ADM-style size;
 #   3. experiments/bench_dcic.py: the decoder against its compute floor, 3x3 grid vs nine calls,
-#      and the 768x512 decode's peak memory.
+#      and the 768x512 decode's peak memory;
+#   4. (TRANSFORMER_MIN > 0) the transformer and hybrid codec ladders (swint-charm, tcm; N=48, M=64);
+#   5. (PRIOR_MIN > 0) the shipped diffusion prior's architecture trained on the GPU for PRIOR_MIN
+#      minutes (constant learning rate after warm-up, so the run cut off at step k equals
+#      `--steps k`), exported to $OUT/prior.
 # Every part is cut off at the budget (BUDGET seconds from the start); a part that fails does not
 # stop the next, except a failed first ladder, which ends the session early (something basic is
 # wrong: fix it and run again, without spending the rest of the lease).
@@ -13,7 +17,10 @@
 #   OUT=runs/gpu BUDGET=540 bash experiments/gpu_session.sh
 # Optional: WHEELS=dir of wheels to install first (packages the machine lacks), DATA=folder of
 # training photos (default: runs/photos_half, made by experiments/half_photos.py),
-# LADDER_MIN=minutes per codec ladder, LADDER_ARGS=more train_ladder.py flags (they win).
+# LADDER_MIN=minutes per codec ladder, LADDER_ARGS=more train_ladder.py flags (they win),
+# TRANSFORMER_MIN=minutes per transformer ladder (0: skip), PRIOR_MIN=minutes of prior training
+# (0: skip), BENCH=all|memory|none (memory: only bench_dcic's 768x512 memory part, ADM-like UNet).
+# Parts run in the order: prior, transformer ladders, CNN ladders, benchmarks.
 set -u
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
@@ -21,6 +28,9 @@ BUDGET=${BUDGET:-540}
 OUT=${OUT:-runs/gpu_session}
 DATA=${DATA:-runs/photos_half}
 LADDER_MIN=${LADDER_MIN:-3.0}
+TRANSFORMER_MIN=${TRANSFORMER_MIN:-0}
+PRIOR_MIN=${PRIOR_MIN:-0}
+BENCH=${BENCH:-all}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 left() { echo $((BUDGET - ($(date +%s) - T0))); }
@@ -37,17 +47,47 @@ fi
 nvidia-smi -L 2>&1 | tee -a "$OUT/session.txt"
 python3 -c "import jax, flax, optax, orbax.checkpoint as o; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'orbax', o.__version__, jax.devices())" 2>&1 | tee -a "$OUT/session.txt"
 
-for codec in $([ "$LADDER_MIN" = 0 ] || echo bmshj2018 mbt2018-mean); do  # LADDER_MIN=0: benchmarks only
+if [ "$PRIOR_MIN" != 0 ]; then
+  # The shipped prior's recipe (experiments/train_shipped_prior.sh: photos 000-044, 045-049 held
+  # out for experiments/prior_quality.py), on the carried photos, with a GPU-sized batch.
+  log "prior ($PRIOR_MIN min)"
+  mkdir -p /tmp/prior-photos
+  for f in "$DATA"/0[0-3][0-9].* "$DATA"/04[0-4].*; do ln -sf "$(realpath "$f")" /tmp/prior-photos/; done
+  timeout "$(python3 -c "print(int($PRIOR_MIN * 60))")" python3 -m dcic_jax.diffusion.train \
+    --images=/tmp/prior-photos --workdir=/tmp/prior --seed=0 --crop=32 --batch="${PRIOR_BATCH:-64}" \
+    --steps=10000000 --base-channels=32 --channel-mult=1,2,2 --num-res-blocks=1 --attention-levels= \
+    --num-heads=4 --norm-groups=16 --dropout=0 --lr=5e-4 --warmup=200 --ema=0.999 --log-every=100 \
+    --checkpoint-every="${PRIOR_CKPT:-1000}" 2>&1 | squeeze | tail -40 > "$OUT/train_prior.txt"
+  python3 -c "from dcic_jax.diffusion.train import export_prior; print('exported', export_prior('/tmp/prior', '$OUT/prior'))" \
+    2>&1 | tail -3 | tee -a "$OUT/train_prior.txt"
+  log "prior done"
+fi
+
+for codec in $([ "$TRANSFORMER_MIN" = 0 ] || echo tcm swint-charm); do
+  log "ladder $codec ($TRANSFORMER_MIN min)"
+  timeout $(($(left) - 30)) python3 experiments/train_ladder.py --codec "$codec" --qualities 1,2,3,4 \
+    --N 48 --M 64 --data-dir "$DATA" --minutes "$TRANSFORMER_MIN" --workdir /tmp/ladder --out /tmp/exports \
+    --params-npz "$OUT/$codec.npz" 2>&1 | squeeze | tee "$OUT/train_$codec.txt"
+  log "ladder $codec rc=${PIPESTATUS[0]}"
+done
+
+for codec in $([ "$LADDER_MIN" = 0 ] || echo bmshj2018 mbt2018-mean); do  # LADDER_MIN=0: none
   log "ladder $codec ($LADDER_MIN min)"
   timeout $(($(left) - 30)) python3 experiments/train_ladder.py --codec "$codec" --qualities 1,2,3,4 \
     --N 64 --M 64 --data-dir "$DATA" --minutes "$LADDER_MIN" --workdir /tmp/ladder --out /tmp/exports \
     --params-npz "$OUT/$codec.npz" ${LADDER_ARGS:-} 2>&1 | squeeze | tee "$OUT/train_$codec.txt"
   rc=${PIPESTATUS[0]}
   log "ladder $codec rc=$rc"
-  if [ "$rc" != 0 ] && [ "$codec" = bmshj2018 ]; then log "first ladder failed: stopping"; exit 1; fi
+  if [ "$rc" != 0 ] && [ "$codec" = bmshj2018 ]; then log "first CNN ladder failed: stopping"; exit 1; fi
 done
 
-if [ "$(left)" -gt 60 ]; then
+if [ "$BENCH" = memory ] && [ "$(left)" -gt 60 ]; then
+  log "bench_dcic memory"
+  timeout $(($(left) - 10)) python3 experiments/bench_dcic.py --skip decode,grid \
+    --channel-mult 1,1,2,2,4,4 --attention-levels 3,4 --num-res-blocks 2 2>&1 | tee "$OUT/bench_dcic_memory.txt"
+  log "bench_dcic memory rc=${PIPESTATUS[0]}"
+fi
+if [ "$BENCH" = all ] && [ "$(left)" -gt 60 ]; then
   log "bench_unet"
   XLA_PYTHON_CLIENT_MEM_FRACTION=0.5 timeout $(( $(left) > 200 ? 100 : $(left) - 30 )) \
     python3 experiments/bench_unet.py --base-channels 128 --channel-mult 1,2,2,2 --image-size 64 \
@@ -55,7 +95,7 @@ if [ "$(left)" -gt 60 ]; then
     2>&1 | tee "$OUT/bench_unet.txt"
   log "bench_unet rc=${PIPESTATUS[0]}"
 fi
-if [ "$(left)" -gt 60 ]; then
+if [ "$BENCH" = all ] && [ "$(left)" -gt 60 ]; then
   log "bench_dcic"
   timeout $(($(left) - 10)) python3 experiments/bench_dcic.py --size 256 --steps 20 \
     --base-channels 64 --channel-mult 1,2,2,2 --attention-levels 3 --repeats 3 --grid-mode xt \
