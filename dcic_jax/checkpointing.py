@@ -9,9 +9,12 @@ as float32. The exported codec *is* the stored one: its coding tables and finger
 from `from_storage(storage_form(params))`, and loading computes exactly those float32 values again.
 Imports (CompressAI weights) and other float32 trees are stored as they are.
 
-Why int8 only for h_a/h_s: they only predict the entropy model's σ (and μ), so their rounding moves
-the rate, not the reconstruction. Measured on 4 Kodak images with bmshj2018-q4: int8 h_a/h_s costs
-+0.04% bpp at identical PSNR; int8 everywhere costs 0.03 dB. It saves 22% of a CNN export.
+Why int8 only for h_a/h_s: they predict the entropy model's σ (and μ), not pixels. For a scale-only
+codec (bmshj2018) their rounding moves the rate alone: +0.04% bpp at identical PSNR on 4 Kodak
+images with bmshj2018-q4, where int8 everywhere costs 0.03 dB (experiments/storage_precision.py).
+For a mean-scale codec μ also sets the quantisation offset, ŷ = round(y − μ) + μ, so a few latents
+land one step away and x̂_b moves a little either way (README, "Shipped checkpoints"). It saves
+22% of a CNN export.
 """
 import json
 import pathlib
