@@ -8,8 +8,9 @@ All numbers come from one run on one machine (ratios, so a shared machine's nois
   3. a 3×3 (K_D, K_P) grid in one call vs nine one-point calls of the same compiled decoder
      (target ≤ 0.8), with how many times each was traced;
   4. peak memory of a full 768×512 Kodak-size decode in `xt` mode, from XLA's buffer
-     assignment of the compiled program (`memory_analysis`), with and without the UNet's
-     block-level remat (target ≤ 4 GB).
+     assignment of the compiled program (`memory_analysis`; on a CPU within ~15% of what a run
+     adds to the process's max RSS), with and without the UNet's block-level remat
+     (`unet.remat_call`), attention chunked as the UNet config says (target ≤ 4 GB).
 
 The codec is a shipped checkpoint; the prior is random unless --prior names a trained one (the
 timings do not depend on the weights). Defaults take a few minutes on a 2-core CPU:

@@ -15,6 +15,7 @@ Conventions: NHWC, images in [-1, 1]; convolutions use PyTorch's symmetric paddi
 nearest-neighbour + 3×3 conv (never `nn.ConvTranspose`, 4-7× slower here).
 """
 import dataclasses
+import functools
 import math
 from typing import Any, Callable
 
@@ -67,6 +68,8 @@ class UNetConfig:
   mid_scale_factor: float = 1.0          # diffusers `mid_block_scale_factor`
   learn_sigma: bool = False              # 2·C outputs; the ε half is returned
   remat: bool = False                    # recompute blocks in the backward pass (memory)
+  attention_max_scores: int = 2**24      # attention scores (queries × keys × heads) held at once;
+                                         # beyond it queries go in chunks (memory). 0: never chunk
   dtype: str = "float32"                 # compute dtype of convs/matmuls; norms stay float32
 
   def __post_init__(self):
@@ -126,6 +129,57 @@ def upsample_nearest(x_BHWC: jax.Array) -> jax.Array:
 
 def avg_pool2(x_BHWC: jax.Array) -> jax.Array:
   return nn.avg_pool(x_BHWC, (2, 2), strides=(2, 2))
+
+
+def attention(q_BTNH: jax.Array, k_BTNH: jax.Array, v_BTNH: jax.Array,
+              max_scores: int = 0) -> jax.Array:
+  """softmax(q·kᵀ/√H)·v, with the queries in chunks of at most `max_scores` scores.
+
+  Each query row's softmax is over all keys whatever the chunk, so chunking changes only the
+  float rounding of the matmuls. Every chunk is rematerialised, so neither the forward nor the
+  backward ever holds more than one chunk's [queries × keys × heads] matrix (at 768×512 with
+  attention at 1/4 resolution the whole matrix is 9 GiB). max_scores = 0: one chunk.
+  """
+  b, tokens, heads, _ = q_BTNH.shape
+  per_query = b * tokens * heads
+  if max_scores <= 0 or tokens * per_query <= max_scores:
+    return jax.nn.dot_product_attention(q_BTNH, k_BTNH, v_BTNH)
+  num_chunks = -(-tokens // max(1, max_scores // per_query))
+  chunk = -(-tokens // num_chunks)                  # balanced chunks: padding < num_chunks rows
+  q = jnp.pad(q_BTNH, ((0, 0), (0, num_chunks * chunk - tokens), (0, 0), (0, 0)))
+  q_CBQNH = jnp.moveaxis(q.reshape(b, num_chunks, chunk, *q.shape[2:]), 1, 0)
+  one_chunk = jax.checkpoint(lambda q: jax.nn.dot_product_attention(q, k_BTNH, v_BTNH))
+  a_CBQNH = jax.lax.map(one_chunk, q_CBQNH)
+  a_BTNH = jnp.moveaxis(a_CBQNH, 0, 1).reshape(q.shape)
+  return a_BTNH[:, :tokens]
+
+
+def _call(module: nn.Module, *args):
+  return module(*args)
+
+
+def _remat_forward(module: nn.Module, *args):
+  """The block's output, and a vjp that keeps only the block's inputs (and variables)."""
+  return nn.vjp(nn.remat(_call, prevent_cse=False), module, *args)
+
+
+def _remat_backward(vjp_fn, ct):
+  """Recompute the block only once its output's cotangent exists.
+
+  `jax.checkpoint` alone (`nn.remat`) leaves the recomputation depending on the block's inputs
+  only. Its `optimization_barrier` stops CSE, but XLA:CPU drops the barriers before scheduling,
+  and the scheduler then runs the recomputation next to the forward, keeping every activation
+  alive as if there were no remat. Adding 0·ct[0] to the saved inputs is a data dependence no
+  pass removes (XLA folds 0·a only for integers). It changes nothing but the sign of exact
+  zeros, and spreads a non-finite ct[0] over the block (whose gradient it has spoilt anyway).
+  """
+  zero = 0.0 * jnp.ravel(jax.tree.leaves(ct)[0])[0]
+  tie = lambda a: a + zero.astype(a.dtype) if jnp.issubdtype(a.dtype, jnp.inexact) else a
+  return jax.tree.map(tie, vjp_fn)(ct)
+
+
+# remat_call(module, *args) == module(*args); its backward recomputes the module (see above).
+remat_call = nn.custom_vjp(_call, forward_fn=_remat_forward, backward_fn=_remat_backward)
 
 
 class ResBlock(nn.Module):
@@ -194,7 +248,7 @@ class AttnBlock(nn.Module):
     qkv = nn.Dense(3 * c, dtype=dtype, kernel_init=_default_init, name="qkv")(h_BTC)
     q_BTNH, k_BTNH, v_BTNH = jnp.split(qkv.reshape(b, height * width, 3 * heads, c // heads), 3,
                                        axis=2)
-    a_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BTNH, v_BTNH)
+    a_BTNH = attention(q_BTNH, k_BTNH, v_BTNH, cfg.attention_max_scores)
     out = nn.Dense(c, dtype=dtype, kernel_init=_zero_init,
                    name="proj_out")(a_BTNH.reshape(b, height * width, c))
     out = x_BHWC.astype(jnp.float32) + out.reshape(b, height, width, c).astype(jnp.float32)
@@ -243,8 +297,9 @@ class UNet(nn.Module):
       raise ValueError(f"image size {height}x{width} is not a multiple of {cfg.size_multiple}: "
                        "pad the image first")
     t_B = jnp.broadcast_to(jnp.asarray(t_B), (b,))
-    res_block: Callable[..., nn.Module] = nn.remat(ResBlock) if cfg.remat else ResBlock
-    attn_block: Callable[..., nn.Module] = nn.remat(AttnBlock) if cfg.remat else AttnBlock
+    call = remat_call if cfg.remat else _call
+    res_block = lambda *a, **kw: functools.partial(call, ResBlock(*a, **kw))
+    attn_block = lambda *a, **kw: functools.partial(call, AttnBlock(*a, **kw))
     det = not train
 
     emb = timestep_embedding(t_B, cfg.base_channels, cfg.flip_sin_to_cos, cfg.freq_shift)
