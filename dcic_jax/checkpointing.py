@@ -48,8 +48,14 @@ def int8_kernel(w: np.ndarray) -> dict:
 
 
 def storage_form(params) -> dict:
-  """The tree an export stores (see the module docstring); `from_storage` turns it into the codec."""
+  """The tree an export stores (see the module docstring); `from_storage` turns it into the codec.
+  Idempotent: a tree already in storage form comes back unchanged, so a stored form carried
+  elsewhere (e.g. `train_ladder.py --params-npz`) exports to the very same codec."""
   def store(path, v):
+    if path[-1] == INT8_CODES:
+      return np.asarray(v, np.int8)
+    if path[-1] == INT8_SCALE:
+      return np.asarray(v, np.float32)
     if path[-1] != "kernel":
       return np.asarray(v, np.float32)
     if path[0].startswith(INT8_MODULES):

@@ -2,7 +2,8 @@
 
   python experiments/storage_precision.py --from-npz runs/gpu/bmshj2018.npz --quality 4 --images 4
 
-The .npz is what `train_ladder.py --params-npz` writes (kernels in float16). Each variant builds
+The .npz is what `train_ladder.py --params-npz` writes; the "float16" row is the float16 model only
+for a file written before int8 storage (runs/gpu/*.npz, session 5), whose kernels are all float16. Each variant builds
 its own coding tables and codes the first --images Kodak images for real:
   float16      every kernel float16 (the exports before int8 storage);
   int8 h_a/h_s the shipped storage (`checkpointing.storage_form`);
@@ -41,8 +42,8 @@ def main():
   data = np.load(args.from_npz)
   meta = json.loads(str(data["meta"]))["args"]
   prefix = f"q{args.quality}/"
-  params = flax.traverse_util.unflatten_dict(
-      {tuple(k[len(prefix):].split("/")): np.asarray(data[k], np.float32) for k in data.files if k.startswith(prefix)})
+  params = checkpointing.from_storage(flax.traverse_util.unflatten_dict(
+      {tuple(k[len(prefix):].split("/")): data[k] for k in data.files if k.startswith(prefix)}))
   config = {"N": meta["N"], "M": meta["M"], "up_kernel": meta.get("up_kernel", 3)}
   paths = list_images(args.kodak)[:args.images]
   variants = {"float16": params,

@@ -11,8 +11,8 @@ rate points share one compiled step. With --minutes the step count is chosen on 
 the step is compiled, timed, and every rate point gets the same number of steps, as many as fit.
 Each rate point trains from scratch with the same seed, so all see the same batches.
 
-  --params-npz FILE   also writes every rate point's parameters (kernels as float16, the
-                      precision exports keep) to one .npz, e.g. to carry them off a leased GPU;
+  --params-npz FILE   also writes every rate point's parameters, in the exports' storage form
+                      (`checkpointing.storage_form`), to one .npz, e.g. to carry them off a GPU;
   --from-npz FILE     exports from such a file, no training (the coding tables are built here).
 """
 import argparse
@@ -30,7 +30,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from configs import train_codec as train_codec_config  # noqa: E402
-from dcic_jax import sharding, train  # noqa: E402
+from dcic_jax import checkpointing, sharding, train  # noqa: E402
 from dcic_jax.codecs import codec as codec_lib  # noqa: E402
 from dcic_jax.codecs.registry import make_codec  # noqa: E402
 from dcic_jax.data.images import load_rgb  # noqa: E402
@@ -99,9 +99,9 @@ def quick_eval(codec) -> str:
 
 
 def flat_params(params) -> dict:
-  flat = flax.traverse_util.flatten_dict(jax.tree.map(np.asarray, params))
-  return {"/".join(k): (v.astype(np.float16) if k[-1] == "kernel" else v.astype(np.float32))
-          for k, v in flat.items()}
+  """The parameters in the exports' storage form (int8 h_a/h_s kernels, float16 others), flat."""
+  stored = checkpointing.storage_form(jax.tree.map(np.asarray, params))
+  return {"/".join(k): v for k, v in flax.traverse_util.flatten_dict(stored).items()}
 
 
 def save_npz(path, arrays: dict) -> None:
@@ -144,9 +144,8 @@ def main(argv=None):
       trained["data_dir"] = args.data_dir
     for q in qualities:
       prefix = f"q{q}/"
-      params = flax.traverse_util.unflatten_dict(
-          {tuple(k[len(prefix):].split("/")): np.asarray(data[k], np.float32) for k in data.files
-           if k.startswith(prefix)})
+      params = flax.traverse_util.unflatten_dict(  # as stored: float16 or int8 codes + scales
+          {tuple(k[len(prefix):].split("/")): data[k] for k in data.files if k.startswith(prefix)})
       config = make_config(argparse.Namespace(**trained), q, meta["steps"])
       codec = codec_lib.export_trained(config, params, config.export_dir)
       print(f"exported {config.export_dir} ({meta['steps']} steps); {quick_eval(codec)}", flush=True)

@@ -37,6 +37,13 @@ def test_storage_form_rounds_each_kind_of_parameter_as_documented():
     assert got.dtype == np.float32 and np.array_equal(got, want)
 
 
+def test_storage_form_is_idempotent():
+  stored = checkpointing.storage_form(_params())
+  again = flax.traverse_util.flatten_dict(checkpointing.storage_form(stored))
+  for k, v in flax.traverse_util.flatten_dict(stored).items():
+    assert again[k].dtype == v.dtype and np.array_equal(again[k], v), k
+
+
 def _keys(tree):
   return sorted(flax.traverse_util.flatten_dict(tree))
 
