@@ -30,6 +30,7 @@ def test_decode_matches_forward_pass(codec, image):
   assert agree > 0.99
   x_fwd = np.clip(np.asarray(out["x_hat"][0]), 0, 1)
   assert np.abs(x_fwd - dec.x_hat).mean() < 2e-3
+  assert codec._coding_module is codec.module  # trained kernels use every tap: no phase-split conv
 
 
 @pytest.mark.parametrize("h,w", [(1, 1), (17, 5), (64, 64), (65, 130)])
@@ -150,3 +151,13 @@ def test_evaluation_rows_split_the_file_into_header_and_latent_strings(tmp_path)
   assert row.bpp == 8 * len(data) / pixels and row.latents_exact
   assert row.header_bpp == 8 * (len(data) - sum(map(len, strings))) / pixels
   assert 20 <= row.header_bpp * pixels / 8 <= 48  # a format-2 header, seed 0
+
+
+def test_xla_options_this_jax_does_not_know_fall_back_to_the_default_compile(monkeypatch):
+  from dcic_jax.codecs import codec as codec_lib
+  monkeypatch.setattr(codec_lib, "XLA_CONV_OPTIONS", {"xla_cpu_no_such_option": ""})
+  codec_lib._compiler_options.cache_clear()
+  try:
+    assert codec_lib._compiler_options() is None
+  finally:
+    codec_lib._compiler_options.cache_clear()

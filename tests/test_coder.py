@@ -63,3 +63,10 @@ def test_empty_and_shaped_input():
 def test_oversized_table_is_refused():
   with pytest.raises(ValueError, match="too large"):
     coder.quantize_pmf(np.ones(40000) / 40000)
+
+
+@pytest.mark.parametrize("n", [0, 1, 1000])
+def test_tables_used_is_numpy_unique(n):
+  """The coding order (table by table, ascending) must not change: files stay byte-identical."""
+  idx = np.random.default_rng(n).integers(0, 40, n)
+  np.testing.assert_array_equal(coder._tables_used(idx), np.unique(idx))

@@ -218,6 +218,10 @@ def test_imported_model_codes_bit_exact(arch):
   agree = np.mean(np.round(dec.y_hat - dec.mu) == np.round(d["y_hat"][0] - d["means"][0]))
   assert agree > 0.99
   assert np.abs(dec.x_hat - np.clip(d["x_hat"][0], 0, 1)).mean() < 1e-3
+  # Imported upsampling kernels are transposed convs: decoding skips their zero taps, same x_hat.
+  assert codec._coding_module.transposed_up and not codec.module.transposed_up
+  dense = codec.module.apply({"params": codec.params}, jnp.asarray(dec.y_hat[None]), method="g_s")
+  assert max_err(dec.x_hat, np.clip(np.asarray(dense)[0], 0, 1)) <= 1e-5
 
 
 def test_export_loads_back_exact(tmp_path):

@@ -37,6 +37,7 @@ class HyperSpec:
 class HyperSynthesis(nn.Module):
   spec: HyperSpec
   up_kernel: int = 3
+  transposed_up: bool = False   # see `Hyperprior.transposed_up`
 
   @nn.compact
   def __call__(self, z_hat: jax.Array) -> jax.Array:
@@ -44,7 +45,10 @@ class HyperSynthesis(nn.Module):
     h = z_hat
     n = len(self.spec.layers)
     for i, (features, up) in enumerate(self.spec.layers):
-      h = Upsample(features, self.up_kernel, name=f"layer{i}")(h) if up else conv(features, 3, 1, name=f"layer{i}")(h)
+      if up:
+        h = Upsample(features, self.up_kernel, self.transposed_up, name=f"layer{i}")(h)
+      else:
+        h = conv(features, 3, 1, name=f"layer{i}")(h)
       if i < n - 1 or self.spec.final_act:
         h = act(h)
     return h
@@ -103,6 +107,9 @@ class Hyperprior(HyperpriorParts, nn.Module):
   cfg: HyperpriorConfig
 
   mean_scale: bool = False
+  # Every upsampling kernel holds a 5×5 transposed conv (imported CompressAI weights, see
+  # `layers.transposed_taps`): skip their zero taps. Same outputs; set by `Codec`, not a config field.
+  transposed_up: bool = False
 
   def hyper_spec(self) -> HyperSpec:
     n, m = self.cfg.N, self.cfg.M
@@ -113,11 +120,11 @@ class Hyperprior(HyperpriorParts, nn.Module):
   def setup(self):
     n, m = self.cfg.N, self.cfg.M
     self.g_a_layers = [conv(n), GDN(), conv(n), GDN(), conv(n), GDN(), conv(m)]
-    k = self.cfg.up_kernel
-    self.g_s_layers = [Upsample(n, k), GDN(inverse=True), Upsample(n, k), GDN(inverse=True),
-                       Upsample(n, k), GDN(inverse=True), Upsample(3, k)]
+    k, t = self.cfg.up_kernel, self.transposed_up
+    self.g_s_layers = [Upsample(n, k, t), GDN(inverse=True), Upsample(n, k, t), GDN(inverse=True),
+                       Upsample(n, k, t), GDN(inverse=True), Upsample(3, k, t)]
     self.h_a_layers = [conv(n, 3, 1), conv(n), conv(n)]
-    self.h_s_net = HyperSynthesis(self.hyper_spec(), k)
+    self.h_s_net = HyperSynthesis(self.hyper_spec(), k, t)
     self.entropy_bottleneck = EntropyBottleneck(n)
 
   # --- the four transforms (the codec contract used by the DCIC constraints) ---

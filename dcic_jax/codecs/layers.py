@@ -4,7 +4,8 @@ Conventions: NHWC tensors; convolutions use PyTorch-style symmetric padding (k /
 CompressAI weights import unchanged; upsampling is a sub-pixel convolution (conv to 4·C
 channels + depth-to-space), which is exactly as expressive as CompressAI's 5×5 stride-2
 transposed convolution (see `codecs/compressai_import.py`) and 4–7× faster than
-`nn.ConvTranspose` on CPU.
+`nn.ConvTranspose` on CPU. When a kernel holds such a transposed conv (imported weights), its
+zero taps can be skipped at apply time (`transposed_taps`, `phase_conv`).
 """
 import math
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @jax.custom_vjp
@@ -83,11 +85,14 @@ def same_padding(kernel: int) -> tuple[int, int]:
   return (kernel - 1) // 2, kernel // 2
 
 
-def conv(features: int, kernel: int = 5, stride: int = 2, name: str | None = None) -> nn.Conv:
-  """Conv with PyTorch padding (k // 2 on every side): ceil(H / stride) outputs for odd k."""
+def conv(features: int, kernel: int = 5, stride: int = 2, name: str | None = None, conv_fn=None) -> nn.Conv:
+  """Conv with PyTorch padding (k // 2 on every side): ceil(H / stride) outputs for odd k.
+
+  `conv_fn` replaces `lax.conv_general_dilated` (same arguments), e.g. `phase_conv`.
+  """
   p = same_padding(kernel)
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=(p, p),
-                 kernel_init=kernel_init, name=name)
+                 kernel_init=kernel_init, name=name, conv_general_dilated=conv_fn)
 
 
 def depth_to_space(x_BHWC: jax.Array, r: int = 2) -> jax.Array:
@@ -98,18 +103,67 @@ def depth_to_space(x_BHWC: jax.Array, r: int = 2) -> jax.Array:
   return x.reshape(b, h * r, w * r, c)
 
 
+FEW_OUTPUTS = 8  # output channels per phase up to which `phase_conv` sums tap products, not convs
+
+
+def transposed_taps(kernel) -> bool:
+  """Whether a 3×3 sub-pixel kernel [3, 3, in, 4·out] holds a 5×5 stride-2 transposed conv.
+
+  Such a kernel (CompressAI's upsampling, `compressai_import.deconv_kernel`) is exactly 0 on the
+  first row of taps for the odd output rows and on the first column for the odd output columns:
+  11 of the 36 taps per pixel, which `phase_conv` skips.
+  """
+  k = np.asarray(kernel)
+  if k.ndim != 4 or k.shape[:2] != (3, 3) or k.shape[3] % 4:
+    return False
+  k = k.reshape(3, 3, k.shape[2], 2, 2, k.shape[3] // 4)  # [dh, dw, in, a, b, out]
+  return not k[0, :, :, 1].any() and not k[:, 0, :, :, 1].any()
+
+
+def phase_conv(lhs, rhs, window_strides, padding, **kwargs) -> jax.Array:
+  """`lax.conv_general_dilated` (NHWC, HWIO) of a stride-1 3×3 sub-pixel kernel with `transposed_taps`.
+
+  Each output phase (a, b) uses only its nonzero taps (3×3, 3×2, 2×3, 2×2: 25 of the 36
+  multiply-adds per pixel, as the transposed conv itself); the phases come out concatenated in the
+  channel order `depth_to_space` reads. Tap d reads input offset d - 1.
+  """
+  assert rhs.shape[:2] == (3, 3) and tuple(window_strides) == (1, 1) and tuple(map(tuple, padding)) == ((1, 1),) * 2
+  c = rhs.shape[-1] // 4
+  phases = [(a, b) for a in (0, 1) for b in (0, 1)]  # output channels (2a + b)·c ...
+  kernels = [rhs[a:, b:, :, (2 * a + b) * c:(2 * a + b + 1) * c] for a, b in phases]  # their nonzero taps
+  if c > FEW_OUTPUTS:
+    return jnp.concatenate([jax.lax.conv_general_dilated(lhs, k, (1, 1), ((1 - a, 1), (1 - b, 1)), **kwargs)
+                            for (a, b), k in zip(phases, kernels)], axis=-1)
+  # Few outputs (g_s's last layer: RGB), where XLA's conv kernels are slow: one matrix product of
+  # every pixel with the weights of all 25 (tap, phase) pairs, then per phase the sum of its taps'
+  # shifted slices of that product.
+  t = jnp.einsum("bhwi,tic->bhwtc", lhs, jnp.concatenate([k.reshape(-1, *k.shape[2:]) for k in kernels]))
+  t = jnp.pad(t, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0)))  # tap (dh, dw) of output (h, w): t[h + dh, w + dw]
+  h, w = lhs.shape[1:3]
+  outs, n = [], 0
+  for a, b in phases:
+    taps = [(dh, dw) for dh in range(a, 3) for dw in range(b, 3)]
+    outs.append(sum(t[:, dh:dh + h, dw:dw + w, n + i] for i, (dh, dw) in enumerate(taps)))
+    n += len(taps)
+  return jnp.concatenate(outs, axis=-1)
+
+
 class Upsample(nn.Module):
   """2× upsampling by a k×k conv to 4·C channels followed by depth-to-space.
 
   k = 3 holds CompressAI's 5×5 stride-2 transposed conv exactly (their weights map onto it);
   k = 2 is the 4×4 transposed conv, with 16/36 of the weights: small models for a size budget.
+  `transposed=True` (only for a kernel with `transposed_taps`) computes the same output with
+  `phase_conv`, from 25 of the 36 multiply-adds per pixel.
   """
   features: int
   kernel: int = 3
+  transposed: bool = False
 
   @nn.compact
   def __call__(self, x_BHWC: jax.Array) -> jax.Array:
-    return depth_to_space(conv(4 * self.features, self.kernel, 1, name="conv")(x_BHWC), 2)
+    up = conv(4 * self.features, self.kernel, 1, name="conv", conv_fn=phase_conv if self.transposed else None)
+    return depth_to_space(up(x_BHWC), 2)
 
 
 def activation(name: str) -> Any:
