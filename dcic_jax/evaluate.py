@@ -13,7 +13,6 @@ import tqdm
 from dcic_jax.codecs.codec import Codec
 from dcic_jax.data.images import load_rgb, save_png_atomic
 from dcic_jax.entropy import bitstream
-from dcic_jax.entropy.bitstream import write_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +54,7 @@ def evaluate_codec(codec: Codec, name: str, image_paths, out_dir=None, seed: int
     if out_dir is not None:
       out = pathlib.Path(out_dir)
       out.mkdir(parents=True, exist_ok=True)
-      write_atomic(out / f"{pathlib.Path(path).stem}.dcic", data)
+      bitstream.write_atomic(out / f"{pathlib.Path(path).stem}.dcic", data)
       save_png_atomic(out / f"{pathlib.Path(path).stem}.png", decoded.image)
     header_bytes = len(data) - sum(len(s) for s in bitstream.unpack(data)[1])
     rows.append(Row(pathlib.Path(path).name, name, 8 * len(data) / (h * w), sum(bits.values()) / (h * w),

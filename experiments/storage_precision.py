@@ -24,6 +24,8 @@ from dcic_jax.codecs import codec as codec_lib  # noqa: E402
 from dcic_jax.data.images import list_images  # noqa: E402
 from dcic_jax.evaluate import evaluate_codec, summarize  # noqa: E402
 
+import train_ladder  # noqa: E402  (experiments/, beside this script)
+
 
 def int8_everywhere(params) -> dict:
   flat = flax.traverse_util.flatten_dict(params)
@@ -41,9 +43,7 @@ def main():
   args = ap.parse_args()
   data = np.load(args.from_npz)
   meta = json.loads(str(data["meta"]))["args"]
-  prefix = f"q{args.quality}/"
-  params = checkpointing.from_storage(flax.traverse_util.unflatten_dict(
-      {tuple(k[len(prefix):].split("/")): data[k] for k in data.files if k.startswith(prefix)}))
+  params = checkpointing.from_storage(train_ladder.npz_params(data, args.quality))
   config = {"N": meta["N"], "M": meta["M"], "up_kernel": meta.get("up_kernel", 3)}
   paths = list_images(args.kodak)[:args.images]
   variants = {"float16": params,

@@ -104,6 +104,14 @@ def flat_params(params) -> dict:
   return {"/".join(k): v for k, v in flax.traverse_util.flatten_dict(stored).items()}
 
 
+def npz_params(data, quality: int) -> dict:
+  """One rate point's parameter tree from a --params-npz file, as stored (float16, or int8 codes +
+  scales: `checkpointing.from_storage` gives the float32 codec)."""
+  prefix = f"q{quality}/"
+  return flax.traverse_util.unflatten_dict(
+      {tuple(k[len(prefix):].split("/")): data[k] for k in data.files if k.startswith(prefix)})
+
+
 def save_npz(path, arrays: dict) -> None:
   buf = io.BytesIO()
   np.savez(buf, **arrays)
@@ -143,9 +151,7 @@ def main(argv=None):
     if args.data_dir != p.get_default("data_dir"):  # where the photos were, if not meta's path
       trained["data_dir"] = args.data_dir
     for q in qualities:
-      prefix = f"q{q}/"
-      params = flax.traverse_util.unflatten_dict(  # as stored: float16 or int8 codes + scales
-          {tuple(k[len(prefix):].split("/")): data[k] for k in data.files if k.startswith(prefix)})
+      params = npz_params(data, q)
       config = make_config(argparse.Namespace(**trained), q, meta["steps"])
       codec = codec_lib.export_trained(config, params, config.export_dir)
       print(f"exported {config.export_dir} ({meta['steps']} steps); {quick_eval(codec)}", flush=True)
