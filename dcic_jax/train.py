@@ -160,10 +160,16 @@ def _jitted_train_step(module, grad_clip: float, aux_lr: float, aux_weight: floa
                  out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)))
 
 
+@functools.lru_cache(maxsize=4)
+def _jitted_init(module):
+  """`module.init`, compiled once per architecture: a ladder's rate points share it."""
+  return jax.jit(module.init)
+
+
 def initial_state(module, tc, key, mesh) -> TrainState:
   """Step-0 state (warm-started from `tc.init_from` if set), replicated on `mesh`."""
   x0 = jnp.zeros((1, tc.crop_size, tc.crop_size, 3))
-  params = jax.jit(module.init)(key, x0)["params"]  # one compile, not one per op
+  params = _jitted_init(module)(key, x0)["params"]  # one compile, not one per op
   if tc.init_from:
     params = _warm_start(params, tc.init_from)
   # Strong types: weakly typed leaves from init would come back strong from the first step and

@@ -6,7 +6,8 @@ The baseline is CompressAI 1.2.8 `ScaleHyperprior(N, M)` (random init, `update()
 the PyTorch reference venv (`../shared/tools/torch-reference-env.sh`). Its state dict is
 converted into our `bmshj2018` so both sides code the same model; then each side times
 compress (file bytes) and decompress (x_hat) per image, after one warm-up per image shape
-(jit compile, torch lazy init). Also times the shipped checkpoints. Prints ratios ours/theirs.
+(jit compile, torch lazy init). The two sides alternate for --rounds rounds (each prints its
+ratio; the median is the figure). Also times the shipped checkpoints. Prints ratios ours/theirs.
 """
 import argparse
 import json
@@ -78,6 +79,7 @@ def main():
   ap.add_argument("--N", type=int, default=128)
   ap.add_argument("--M", type=int, default=192)
   ap.add_argument("--torch-python", default=os.path.expanduser("~/.torch-ref-venv/bin/python"))
+  ap.add_argument("--rounds", type=int, default=3, help="CompressAI / ours alternations (the ratio's median)")
   ap.add_argument("--checkpoints", default="",
                   help="comma-separated exports to time instead of the shipped *-q3 (skips the CompressAI baseline)")
   args = ap.parse_args()
@@ -85,25 +87,32 @@ def main():
   images = [load_rgb(p) for p in paths]
   print(f"{len(images)} Kodak images, CPU cores: {os.cpu_count()}")
 
-  results = {}
+  results, ratios = {}, []
   if args.checkpoints:
     for ckpt in [c for c in args.checkpoints.split(",") if c]:
       results[f"ours {pathlib.Path(ckpt).name}"] = time_ours(codec_lib.load(ckpt), images)
   elif pathlib.Path(args.torch_python).is_file():
     with tempfile.TemporaryDirectory() as tmp:
       npz = os.path.join(tmp, "sd.npz")
-      p = subprocess.run([args.torch_python, "-c", TORCH_SIDE, str(args.N), str(args.M), npz] + [str(x) for x in paths],
-                         capture_output=True, text=True)
-      if p.returncode:
-        print("CompressAI baseline failed:\n" + p.stderr[-2000:])
-      else:
+      ours_codec, ratios = None, []
+      for r in range(args.rounds):  # alternate the two sides: load changes hit both alike
+        p = subprocess.run([args.torch_python, "-c", TORCH_SIDE, str(args.N), str(args.M), npz] + [str(x) for x in paths],
+                           capture_output=True, text=True)
+        if p.returncode:
+          print("CompressAI baseline failed:\n" + p.stderr[-2000:])
+          break
         theirs = json.loads(p.stdout.strip().splitlines()[-1])
-        from dcic_jax.codecs.compressai_import import convert_state_dict
-        sd = dict(np.load(npz))
-        config, params = convert_state_dict("bmshj2018-hyperprior", sd)
-        ours = time_ours(codec_lib.make_codec_from_params("bmshj2018", config, params), images)
-        results[f"CompressAI ScaleHyperprior({args.N},{args.M})"] = theirs
-        results["ours bmshj2018 (same weights)"] = ours
+        if ours_codec is None:
+          from dcic_jax.codecs.compressai_import import convert_state_dict
+          config, params = convert_state_dict("bmshj2018-hyperprior", dict(np.load(npz)))
+          ours_codec = codec_lib.make_codec_from_params("bmshj2018", config, params)
+        ours = time_ours(ours_codec, images)
+        ratios.append((mean(ours, "enc_s") + mean(ours, "dec_s")) / (mean(theirs, "enc_s") + mean(theirs, "dec_s")))
+        print(f"round {r + 1}: load {os.getloadavg()[0]:.1f}, CompressAI {mean(theirs, 'enc_s'):.3f} / "
+              f"{mean(theirs, 'dec_s'):.3f} s, ours {mean(ours, 'enc_s'):.3f} / {mean(ours, 'dec_s'):.3f} s, "
+              f"ratio {ratios[-1]:.2f}x", flush=True)
+        results.setdefault(f"CompressAI ScaleHyperprior({args.N},{args.M})", []).extend(theirs)
+        results.setdefault("ours bmshj2018 (same weights)", []).extend(ours)
   else:
     print(f"no PyTorch reference at {args.torch_python}: baseline skipped")
   for ckpt in [] if args.checkpoints else sorted((REPO / "checkpoints").glob("*-q3/codec.json")):
@@ -119,6 +128,8 @@ def main():
           f"decode {mean(o, 'dec_s') / mean(t, 'dec_s'):.2f}x, "
           f"encode+decode {(mean(o, 'enc_s') + mean(o, 'dec_s')) / (mean(t, 'enc_s') + mean(t, 'dec_s')):.2f}x "
           "(target <= 0.8x)")
+  if len(ratios) > 1:
+    print(f"encode+decode ratio per round: {', '.join(f'{x:.2f}' for x in ratios)}; median {np.median(ratios):.2f}x")
 
 
 if __name__ == "__main__":

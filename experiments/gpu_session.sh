@@ -9,7 +9,7 @@
 #   4. (TRANSFORMER_MIN > 0) the transformer and hybrid codec ladders (swint-charm, tcm; N=48, M=64);
 #   5. (PRIOR_MIN > 0) the shipped diffusion prior's architecture trained on the GPU for PRIOR_MIN
 #      minutes (constant learning rate after warm-up, so the run cut off at step k equals
-#      `--steps k`), exported to $OUT/prior.
+#      `--steps k`), exported to $OUT/prior.tar (tar xf it: prior_export/).
 # Every part is cut off at the budget (BUDGET seconds from the start); a part that fails does not
 # stop the next, except a failed first ladder, which ends the session early (something basic is
 # wrong: fix it and run again, without spending the rest of the lease).
@@ -58,20 +58,27 @@ if [ "$PRIOR_MIN" != 0 ]; then
     --steps=10000000 --base-channels=32 --channel-mult=1,2,2 --num-res-blocks=1 --attention-levels= \
     --num-heads=4 --norm-groups=16 --dropout=0 --lr=5e-4 --warmup=200 --ema=0.999 --log-every=100 \
     --checkpoint-every="${PRIOR_CKPT:-1000}" 2>&1 | squeeze | tail -40 > "$OUT/train_prior.txt"
-  python3 -c "from dcic_jax.diffusion.train import export_prior; print('exported', export_prior('/tmp/prior', '$OUT/prior'))" \
+  # Exported to /tmp and returned as one tar: the lease hands back flat files only (orbax's
+  # nested checkpoint folders were left behind on the 2026-11-26 lease).
+  python3 -c "from dcic_jax.diffusion.train import export_prior; print('exported', export_prior('/tmp/prior', '/tmp/prior_export'))" \
     2>&1 | tail -3 | tee -a "$OUT/train_prior.txt"
+  tar cf "$OUT/prior.tar" -C /tmp prior_export && log "prior exported to $OUT/prior.tar"
   log "prior done"
 fi
 
 for codec in $([ "$TRANSFORMER_MIN" = 0 ] || echo tcm swint-charm); do
+  if [ "$(left)" -lt 120 ]; then log "ladder $codec skipped: $(left) s left"; continue; fi
   log "ladder $codec ($TRANSFORMER_MIN min)"
+  # --no-export: the .npz is what comes back (exported here, train_ladder.py --from-npz); each
+  # export and its Kodak-crop check cost ~25 s of GPU time on the 2026-11-26 lease.
   timeout $(($(left) - 30)) python3 experiments/train_ladder.py --codec "$codec" --qualities 1,2,3,4 \
     --N 48 --M 64 --data-dir "$DATA" --minutes "$TRANSFORMER_MIN" --workdir /tmp/ladder --out /tmp/exports \
-    --params-npz "$OUT/$codec.npz" 2>&1 | squeeze | tee "$OUT/train_$codec.txt"
+    --no-export --overhead "${TRANSFORMER_OVERHEAD:-15}" --params-npz "$OUT/$codec.npz" 2>&1 | squeeze | tee "$OUT/train_$codec.txt"
   log "ladder $codec rc=${PIPESTATUS[0]}"
 done
 
 for codec in $([ "$LADDER_MIN" = 0 ] || echo bmshj2018 mbt2018-mean); do  # LADDER_MIN=0: none
+  if [ "$(left)" -lt 120 ]; then log "ladder $codec skipped: $(left) s left"; continue; fi
   log "ladder $codec ($LADDER_MIN min)"
   timeout $(($(left) - 30)) python3 experiments/train_ladder.py --codec "$codec" --qualities 1,2,3,4 \
     --N 64 --M 64 --data-dir "$DATA" --minutes "$LADDER_MIN" --workdir /tmp/ladder --out /tmp/exports \

@@ -33,7 +33,7 @@ from dcic_jax.diffusion import samplers, schedules  # noqa: E402
 from dcic_jax.diffusion.prior import SHIPPED_PRIOR, load_prior  # noqa: E402
 from dcic_jax.metrics import swd  # noqa: E402
 
-HELD_OUT = ("045.png", "046.png", "047.png", "048.png", "049.png")
+HELD_OUT = ("045", "046", "047", "048", "049")  # file stems: .png originals or half-size .webp
 
 
 def crops(paths, size, num, seed):
@@ -94,8 +94,10 @@ def main(argv=None):
   if not photos.is_dir():
     sys.exit(f"error: no photos at {photos} (the project's shared data/photos)")
   all_photos = list_images(photos)
-  held = [q for q in all_photos if q.name in HELD_OUT]
-  train = [q for q in all_photos if q.name not in HELD_OUT]
+  held = [q for q in all_photos if q.stem in HELD_OUT]
+  train = [q for q in all_photos if q.stem not in HELD_OUT]
+  if not held or not train:
+    sys.exit(f"error: {photos} needs the held-out photos {', '.join(HELD_OUT)} and training photos")
   reference = crops(held, args.size, args.num, args.seed)
 
   print("Training curve (mean ε-MSE per window of steps):")
@@ -122,7 +124,7 @@ def main(argv=None):
 
   key = jax.random.key(args.seed + 7)
   print(f"\nPatch SWD against {args.num} held-out {args.size}×{args.size} crops "
-        f"({', '.join(HELD_OUT)}); lower is closer:")
+        f"({', '.join(q.name for q in held)}); lower is closer:")
   print("| set | patch SWD |\n|---|---|")
   for name, images in sets.items():
     print(f"| {name} | {float(swd.swd(key, reference, jnp.asarray(images)).mean):.4f} |")

@@ -51,3 +51,34 @@ def test_scale_levels_are_picked_nearest_in_log_scale(codec):
     for f in (0.985, 1.0, 1.015):  # within half a level step (levels are ≈6% apart) of level k
       sigma_int = np.floor(s[k] * f * 2.0**fixed_point.A_FRAC)
       assert np.searchsorted(bounds, sigma_int, side="left") == k
+
+
+def _dense_conv_reference(a, w, b):
+  """Exact 'same' conv by a sum over taps, independent of `_conv_same`'s im2col."""
+  k = w.shape[0]
+  h, wd, _ = a.shape
+  padded = np.pad(a, ((k // 2, k // 2), (k // 2, k // 2), (0, 0)))
+  out = np.zeros((h, wd, w.shape[-1])) + b
+  for dh in range(k):
+    for dw in range(k):
+      out += padded[dh:dh + h, dw:dw + wd] @ w[dh, dw]
+  return out
+
+
+def test_transposed_kernel_runs_per_phase_bit_exact():
+  """A sub-pixel kernel holding a 5x5 transposed conv (imported weights) is multiplied over its
+  25 nonzero taps per phase; the result equals the dense 36-tap conv exactly."""
+  from dcic_jax.codecs.layers import transposed_taps
+  rng = np.random.default_rng(0)
+  w = rng.integers(-2**14, 2**14, (3, 3, 6, 4 * 5)).astype(np.float64)
+  w6 = w.reshape(3, 3, 6, 2, 2, 5)
+  w6[0, :, :, 1] = 0  # odd output rows: no first row of taps
+  w6[:, 0, :, :, 1] = 0  # odd output columns: no first column
+  w = w6.reshape(3, 3, 6, 20)
+  assert transposed_taps(w)
+  a = rng.integers(-2**12, 2**12, (5, 7, 6)).astype(np.float64)
+  b = rng.integers(-2**20, 2**20, (20,)).astype(np.float64)
+  np.testing.assert_array_equal(fixed_point._conv_same(a, w, b), _dense_conv_reference(a, w, b))
+  w[0, 0, 0, 5] = 1.0  # one tap breaks the pattern: the dense path, same answer as the reference
+  assert not transposed_taps(w)
+  np.testing.assert_array_equal(fixed_point._conv_same(a, w, b), _dense_conv_reference(a, w, b))

@@ -16,7 +16,7 @@ and exactly the same in encoder and decoder, which is what matters.
 import numpy as np
 
 from dcic_jax.codecs.hyperprior import HyperSpec
-from dcic_jax.codecs.layers import same_padding
+from dcic_jax.codecs.layers import same_padding, transposed_taps
 
 W_FRAC = 14   # weights: multiples of 2**-14
 A_FRAC = 12   # activations, mu and sigma: multiples of 2**-12
@@ -39,7 +39,12 @@ def quantize_hyper_params(h_s_params: dict, spec: HyperSpec) -> list[tuple[np.nd
 
 
 def _conv_same(a_HWC: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-  """Stride-1 'same' convolution of integer-valued float64 arrays, exact (all sums < 2**53)."""
+  """Stride-1 'same' convolution of integer-valued float64 arrays, exact (all sums < 2**53).
+
+  A 3×3 sub-pixel kernel that holds a 5×5 transposed conv (`layers.transposed_taps`: imported
+  CompressAI weights) is multiplied per output phase over its nonzero taps only, 25 of 36 of
+  the products; the sums are exact either way, so the output is the same to the bit.
+  """
   k = w.shape[0]
   p = same_padding(k)
   h, wd, c = a_HWC.shape
@@ -48,8 +53,13 @@ def _conv_same(a_HWC: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     raise OverflowError("fixed-point hyper-synthesis would exceed exact float64 range")
   padded = np.pad(a_HWC, (p, p, (0, 0)))
   cols = np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(0, 1))  # [H, W, C, k, k]
-  cols = cols.transpose(0, 1, 3, 4, 2).reshape(h * wd, k * k * c)
-  return (cols @ w.reshape(k * k * c, -1) + b).reshape(h, wd, -1)
+  cols = cols.transpose(0, 1, 3, 4, 2).reshape(h * wd, k, k, c)
+  if not transposed_taps(w):
+    return (cols.reshape(h * wd, -1) @ w.reshape(k * k * c, -1) + b).reshape(h, wd, -1)
+  n = w.shape[-1] // 4  # output channels per phase (2a + b), as depth_to_space reads them
+  out = [cols[:, a:, b_:].reshape(h * wd, -1) @ w[a:, b_:, :, (2 * a + b_) * n:(2 * a + b_ + 1) * n].reshape(-1, n)
+         for a in (0, 1) for b_ in (0, 1)]
+  return (np.concatenate(out, axis=1) + b).reshape(h, wd, -1)
 
 
 def _rescale(acc: np.ndarray) -> np.ndarray:
