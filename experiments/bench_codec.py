@@ -72,6 +72,11 @@ def mean(rows, k):
   return float(np.mean([r[k] for r in rows]))
 
 
+def total(rows) -> float:
+  """Mean encode + mean decode seconds per image."""
+  return mean(rows, "enc_s") + mean(rows, "dec_s")
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--kodak", default=str(REPO.parent / "shared" / "data" / "kodak"))
@@ -94,7 +99,7 @@ def main():
   elif pathlib.Path(args.torch_python).is_file():
     with tempfile.TemporaryDirectory() as tmp:
       npz = os.path.join(tmp, "sd.npz")
-      ours_codec, ratios = None, []
+      ours_codec = None
       for r in range(args.rounds):  # alternate the two sides: load changes hit both alike
         p = subprocess.run([args.torch_python, "-c", TORCH_SIDE, str(args.N), str(args.M), npz] + [str(x) for x in paths],
                            capture_output=True, text=True)
@@ -107,7 +112,7 @@ def main():
           config, params = convert_state_dict("bmshj2018-hyperprior", dict(np.load(npz)))
           ours_codec = codec_lib.make_codec_from_params("bmshj2018", config, params)
         ours = time_ours(ours_codec, images)
-        ratios.append((mean(ours, "enc_s") + mean(ours, "dec_s")) / (mean(theirs, "enc_s") + mean(theirs, "dec_s")))
+        ratios.append(total(ours) / total(theirs))
         print(f"round {r + 1}: load {os.getloadavg()[0]:.1f}, CompressAI {mean(theirs, 'enc_s'):.3f} / "
               f"{mean(theirs, 'dec_s'):.3f} s, ours {mean(ours, 'enc_s'):.3f} / {mean(ours, 'dec_s'):.3f} s, "
               f"ratio {ratios[-1]:.2f}x", flush=True)
@@ -126,7 +131,7 @@ def main():
     t, o = results[keys[0]], results[keys[1]]
     print(f"\nratio ours/CompressAI (same model): encode {mean(o, 'enc_s') / mean(t, 'enc_s'):.2f}x, "
           f"decode {mean(o, 'dec_s') / mean(t, 'dec_s'):.2f}x, "
-          f"encode+decode {(mean(o, 'enc_s') + mean(o, 'dec_s')) / (mean(t, 'enc_s') + mean(t, 'dec_s')):.2f}x "
+          f"encode+decode {total(o) / total(t):.2f}x "
           "(target <= 0.8x)")
   if len(ratios) > 1:
     print(f"encode+decode ratio per round: {', '.join(f'{x:.2f}' for x in ratios)}; median {np.median(ratios):.2f}x")

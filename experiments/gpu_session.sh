@@ -49,15 +49,12 @@ python3 -c "import jax, flax, optax, orbax.checkpoint as o; print('jax', jax.__v
 
 if [ "$PRIOR_MIN" != 0 ]; then
   # The shipped prior's recipe (experiments/train_shipped_prior.sh: photos 000-044, 045-049 held
-  # out for experiments/prior_quality.py), on the carried photos, with a GPU-sized batch.
+  # out for experiments/prior_quality.py), on the carried photos, with a GPU-sized batch, cut off
+  # after PRIOR_MIN minutes.
   log "prior ($PRIOR_MIN min)"
-  mkdir -p /tmp/prior-photos
-  for f in "$DATA"/0[0-3][0-9].* "$DATA"/04[0-4].*; do ln -sf "$(realpath "$f")" /tmp/prior-photos/; done
-  timeout "$(python3 -c "print(int($PRIOR_MIN * 60))")" python3 -m dcic_jax.diffusion.train \
-    --images=/tmp/prior-photos --workdir=/tmp/prior --seed=0 --crop=32 --batch="${PRIOR_BATCH:-64}" \
-    --steps=10000000 --base-channels=32 --channel-mult=1,2,2 --num-res-blocks=1 --attention-levels= \
-    --num-heads=4 --norm-groups=16 --dropout=0 --lr=5e-4 --warmup=200 --ema=0.999 --log-every=100 \
-    --checkpoint-every="${PRIOR_CKPT:-1000}" 2>&1 | squeeze | tail -40 > "$OUT/train_prior.txt"
+  RUNS=/tmp/prior PHOTOS="$DATA" BATCH="${PRIOR_BATCH:-64}" STEPS=10000000 CKPT_EVERY="${PRIOR_CKPT:-1000}" \
+    LOG="$OUT/train_prior.txt" PYTHON=python3 TIMEOUT="$(python3 -c "print(int($PRIOR_MIN * 60))")" \
+    bash experiments/train_shipped_prior.sh > /dev/null
   # Exported to /tmp and returned as one tar: the lease hands back flat files only (orbax's
   # nested checkpoint folders were left behind on the 2026-11-26 lease).
   python3 -c "from dcic_jax.diffusion.train import export_prior; print('exported', export_prior('/tmp/prior', '/tmp/prior_export'))" \

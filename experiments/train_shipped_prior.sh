@@ -17,16 +17,22 @@ RUNS=${RUNS:-runs/shipped-prior}
 STEPS=${STEPS:-6000}
 PHOTOS=${PHOTOS:-../shared/data/photos}
 BATCH=${BATCH:-16}
-LOG=checkpoints/prior_train_log.txt
-mkdir -p "$RUNS/train-photos" checkpoints
+LOG=${LOG:-checkpoints/prior_train_log.txt}
+EXPORT=${EXPORT:-checkpoints/prior}
+CKPT_EVERY=${CKPT_EVERY:-250}
+PYTHON=${PYTHON:-python}
+# TIMEOUT=seconds stops training then, with no export (experiments/gpu_session.sh exports the
+# last checkpoint itself: the learning rate is constant, so that is the run STEPS=<its step>).
+TIMEOUT=${TIMEOUT:-}
+mkdir -p "$RUNS/train-photos" "$(dirname "$LOG")"
 for f in "$PHOTOS"/0[0-3][0-9].* "$PHOTOS"/04[0-4].*; do  # .png originals or half-size .webp
   ln -sf "$(realpath "$f")" "$RUNS/train-photos/$(basename "$f")"
 done
 echo "=== prior: $STEPS steps, batch $BATCH, on $(ls "$RUNS/train-photos" | wc -l) photos ===" | tee -a "$LOG"
-python -m dcic_jax.diffusion.train --images="$RUNS/train-photos" --workdir="$RUNS" --seed=0 \
+${TIMEOUT:+timeout "$TIMEOUT"} "$PYTHON" -m dcic_jax.diffusion.train --images="$RUNS/train-photos" --workdir="$RUNS" --seed=0 \
   --crop=32 --batch="$BATCH" --steps="$STEPS" --base-channels=32 --channel-mult=1,2,2 \
   --num-res-blocks=1 --attention-levels= --num-heads=4 --norm-groups=16 --dropout=0 \
-  --lr=5e-4 --warmup=200 --ema=0.999 --log-every=100 --checkpoint-every=250 \
-  --export=checkpoints/prior 2>&1 | tr '\r' '\n' | grep -E "^(prior|exported|error)|Error" \
+  --lr=5e-4 --warmup=200 --ema=0.999 --log-every=100 --checkpoint-every="$CKPT_EVERY" \
+  --export="$EXPORT" 2>&1 | tr '\r' '\n' | grep -E "^(prior|exported|error)|Error" \
   | awk '/^prior/ {last = $0; if (++n % 200 == 0) print; next} {print} END {if (last) print last}' \
   | tee -a "$LOG"

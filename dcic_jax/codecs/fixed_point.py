@@ -16,7 +16,7 @@ and exactly the same in encoder and decoder, which is what matters.
 import numpy as np
 
 from dcic_jax.codecs.hyperprior import HyperSpec
-from dcic_jax.codecs.layers import same_padding, transposed_taps
+from dcic_jax.codecs.layers import phase_kernels, same_padding, transposed_taps
 
 W_FRAC = 14   # weights: multiples of 2**-14
 A_FRAC = 12   # activations, mu and sigma: multiples of 2**-12
@@ -56,9 +56,8 @@ def _conv_same(a_HWC: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
   cols = cols.transpose(0, 1, 3, 4, 2).reshape(h * wd, k, k, c)
   if not transposed_taps(w):
     return (cols.reshape(h * wd, -1) @ w.reshape(k * k * c, -1) + b).reshape(h, wd, -1)
-  n = w.shape[-1] // 4  # output channels per phase (2a + b), as depth_to_space reads them
-  out = [cols[:, a:, b_:].reshape(h * wd, -1) @ w[a:, b_:, :, (2 * a + b_) * n:(2 * a + b_ + 1) * n].reshape(-1, n)
-         for a in (0, 1) for b_ in (0, 1)]
+  out = [cols[:, a:, b_:].reshape(h * wd, -1) @ w_ab.reshape(-1, w_ab.shape[-1])
+         for (a, b_), w_ab in phase_kernels(w)]
   return (np.concatenate(out, axis=1) + b).reshape(h, wd, -1)
 
 

@@ -120,6 +120,14 @@ def transposed_taps(kernel) -> bool:
   return not k[0, :, :, 1].any() and not k[:, 0, :, :, 1].any()
 
 
+def phase_kernels(kernel) -> list:
+  """[((a, b), kernel_ab)] of a 3×3 sub-pixel kernel with `transposed_taps`: per output phase
+  (a, b), in the channel order `depth_to_space` reads, the slice of its nonzero taps (dh ≥ a,
+  dw ≥ b; tap d reads input offset d - 1) and of its output channels. NumPy or jax arrays."""
+  c = kernel.shape[-1] // 4
+  return [((a, b), kernel[a:, b:, :, (2 * a + b) * c:(2 * a + b + 1) * c]) for a in (0, 1) for b in (0, 1)]
+
+
 def phase_conv(lhs, rhs, window_strides, padding, **kwargs) -> jax.Array:
   """`lax.conv_general_dilated` (NHWC, HWIO) of a stride-1 3×3 sub-pixel kernel with `transposed_taps`.
 
@@ -128,20 +136,18 @@ def phase_conv(lhs, rhs, window_strides, padding, **kwargs) -> jax.Array:
   channel order `depth_to_space` reads. Tap d reads input offset d - 1.
   """
   assert rhs.shape[:2] == (3, 3) and tuple(window_strides) == (1, 1) and tuple(map(tuple, padding)) == ((1, 1),) * 2
-  c = rhs.shape[-1] // 4
-  phases = [(a, b) for a in (0, 1) for b in (0, 1)]  # output channels (2a + b)·c ...
-  kernels = [rhs[a:, b:, :, (2 * a + b) * c:(2 * a + b + 1) * c] for a, b in phases]  # their nonzero taps
-  if c > FEW_OUTPUTS:
+  by_phase = phase_kernels(rhs)
+  if rhs.shape[-1] // 4 > FEW_OUTPUTS:
     return jnp.concatenate([jax.lax.conv_general_dilated(lhs, k, (1, 1), ((1 - a, 1), (1 - b, 1)), **kwargs)
-                            for (a, b), k in zip(phases, kernels)], axis=-1)
+                            for (a, b), k in by_phase], axis=-1)
   # Few outputs (g_s's last layer: RGB), where XLA's conv kernels are slow: one matrix product of
   # every pixel with the weights of all 25 (tap, phase) pairs, then per phase the sum of its taps'
   # shifted slices of that product.
-  t = jnp.einsum("bhwi,tic->bhwtc", lhs, jnp.concatenate([k.reshape(-1, *k.shape[2:]) for k in kernels]))
+  t = jnp.einsum("bhwi,tic->bhwtc", lhs, jnp.concatenate([k.reshape(-1, *k.shape[2:]) for _, k in by_phase]))
   t = jnp.pad(t, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0)))  # tap (dh, dw) of output (h, w): t[h + dh, w + dw]
   h, w = lhs.shape[1:3]
   outs, n = [], 0
-  for a, b in phases:
+  for (a, b), _ in by_phase:
     taps = [(dh, dw) for dh in range(a, 3) for dw in range(b, 3)]
     outs.append(sum(t[:, dh:dh + h, dw:dw + w, n + i] for i, (dh, dw) in enumerate(taps)))
     n += len(taps)
