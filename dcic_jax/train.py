@@ -146,8 +146,8 @@ def _jitted_train_step(module, grad_clip: float, aux_lr: float, aux_weight: floa
   """The jitted step `(state, x_uint8, key, lmbda, lr) -> (state, metrics)`, cached so that
   every later run with this architecture in the process (resumes, tests, a ladder of λ with
   any step counts) reuses one compile: λ and the learning rate are traced arguments. The step's
-  noise key is `fold_in(key, state.step)`, drawn on the device: done eagerly on the host it cost
-  ~9 ms a step on this CPU, in series with the step."""
+  noise key is `fold_in(key, state.step)`, drawn on the device: done eagerly on the host it is
+  one more dispatch per step, in series with the step."""
 
   def train_step(state: TrainState, x_uint8, key, lmbda, lr):
     rng = jax.random.fold_in(key, state.step)
