@@ -7,7 +7,8 @@ the PyTorch reference venv (`../shared/tools/torch-reference-env.sh`). Its state
 converted into our `bmshj2018` so both sides code the same model; then each side times
 compress (file bytes) and decompress (x_hat) per image, after one warm-up per image shape
 (jit compile, torch lazy init). The two sides alternate for --rounds rounds (each prints its
-ratio; the median is the figure). Also times the shipped checkpoints. Prints ratios ours/theirs.
+ratio; the median is the figure), and ours is then timed stage by stage. Also times the shipped
+checkpoints. Prints ratios ours/theirs.
 """
 import argparse
 import json
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 
+import jax
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -66,6 +68,40 @@ def time_ours(codec, images):
     t2 = time.perf_counter()
     rows.append(dict(enc_s=t1 - t0, dec_s=t2 - t1, bytes=len(data)))
   return rows
+
+
+def stage_times(codec, images) -> dict:
+  """Median ms per image of each stage of our compress + decompress (a hyperprior codec)."""
+  from dcic_jax.entropy import coder
+  times = {}
+
+  def lap(name, t0):
+    times.setdefault(name, []).append(1e3 * (time.perf_counter() - t0))
+    return time.perf_counter()
+
+  for im in images:
+    padded, _ = codec_lib._pad(im)
+    t = time.perf_counter()
+    y, z = jax.device_get(codec._analysis(codec._device_params, padded[None]))
+    t = lap("g_a + h_a", t)
+    z_sym = np.round(z[0] - codec.medians).astype(np.int64)
+    z_hat = (z_sym.astype(np.float32) + codec.medians).astype(np.float32)
+    mu, index = codec._hyper(z_hat)
+    t = lap("integer h_s + indexes", t)
+    y_sym = np.round(y[0] - mu).astype(np.int64)
+    z_idx = np.broadcast_to(np.arange(z_sym.shape[-1]), z_sym.shape)
+    enc = coder.Encoder()
+    enc.encode(z_sym, z_idx, codec.z_tables)
+    enc.encode(y_sym, index, codec.y_tables)
+    data = enc.finish()
+    t = lap("range coding", t)
+    dec = coder.Decoder(data)
+    dec.decode(z_idx, codec.z_tables)
+    y_hat = dec.decode(index, codec.y_tables) + mu
+    t = lap("range decoding", t)
+    np.asarray(codec._synthesis(codec._device_params, y_hat[None].astype(np.float32)))
+    lap("g_s", t)
+  return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def mean(rows, k):
@@ -118,6 +154,10 @@ def main():
               f"ratio {ratios[-1]:.2f}x", flush=True)
         results.setdefault(f"CompressAI ScaleHyperprior({args.N},{args.M})", []).extend(theirs)
         results.setdefault("ours bmshj2018 (same weights)", []).extend(ours)
+    if ours_codec is not None:
+      stages = stage_times(ours_codec, images)
+      print("ours, where the time goes (median ms per image, after the rounds): "
+            + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()), flush=True)
   else:
     print(f"no PyTorch reference at {args.torch_python}: baseline skipped")
   for ckpt in [] if args.checkpoints else sorted((REPO / "checkpoints").glob("*-q3/codec.json")):

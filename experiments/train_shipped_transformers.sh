@@ -16,6 +16,7 @@ FT_STEPS=${FT_STEPS:-75}
 CROP=${CROP:-64}
 BATCH=${BATCH:-8}
 CODECS=${CODECS:-"tcm swint-charm"}
+QUALITIES=${QUALITIES:-"3 1"}  # which rate points to (re)run: q3 from scratch, q1 from q3
 LOG=checkpoints/transformer_train_log.txt
 export XLA_FLAGS=${XLA_FLAGS:---xla_backend_optimization_level=0}
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$RUNS/xla_cache}
@@ -50,9 +51,13 @@ run() {  # codec quality steps init_from [extra key=value...]
     ${init:+train_codec.init_from="$init"} "$@" 2>&1 \
     | tr '\r' '\n' | grep -E "^(train|warm|resumed|exported|error)|Error" | awk '/^train/ {last = $0; if (++n % 10 == 0) print; next} {print} END {if (last) print last}' | tee -a "$LOG"
 }
-for cid in $CODECS; do
-  run "$cid" 3 "$STEPS" "" train_codec.warmup_steps=20
-done
-for cid in $CODECS; do
-  run "$cid" 1 "$FT_STEPS" "$RUNS/$cid-q3/codec" train_codec.lr=2e-4 train_codec.warmup_steps=10
-done
+if [[ " $QUALITIES " == *" 3 "* ]]; then
+  for cid in $CODECS; do
+    run "$cid" 3 "$STEPS" "" train_codec.warmup_steps=20
+  done
+fi
+if [[ " $QUALITIES " == *" 1 "* ]]; then
+  for cid in $CODECS; do
+    run "$cid" 1 "$FT_STEPS" "$RUNS/$cid-q3/codec" train_codec.lr=2e-4 train_codec.warmup_steps=10
+  done
+fi

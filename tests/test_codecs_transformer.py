@@ -61,8 +61,7 @@ def test_every_codec_round_trips_a_real_image_bit_exact(codec_id, image):
   np.testing.assert_array_equal(np.round(dec.y_hat - dec.mu), y_sym)
   np.testing.assert_array_equal(dec.scale_index, index)
   assert dec.image.shape == image.shape and dec.header.codec_id == codec_id and dec.header.seed == 3
-  n_y = codec.slice_spec.slices if codec.slice_spec else 1
-  assert len(bitstream.unpack(data)[1]) == 1 + n_y
+  assert len(bitstream.unpack(data)[1]) == 1  # z and all of y in one string
   again = codec.decompress(data)  # decoding is a pure function of the file
   np.testing.assert_array_equal(again.y_hat, dec.y_hat)
   np.testing.assert_array_equal(again.image, dec.image)
@@ -83,16 +82,35 @@ def test_every_codec_forward_agrees_with_the_coder(codec_id, image):
   assert abs(8 * len(data) / est_bits - 1) < 0.15
 
 
+@pytest.mark.parametrize("codec_id", codec_ids())
+def test_files_with_one_string_per_part_still_decode(codec_id, image):
+  """Files written before 2026-11-26 hold z and each part of y as separate strings."""
+  from dcic_jax.entropy import coder
+  codec = tiny(codec_id)
+  data, z_sym, y_sym, dec = _coded(codec_id, image)
+  _, _, _, index = codec.encode_latents(image)
+  z_idx = np.broadcast_to(np.arange(z_sym.shape[-1]), z_sym.shape)
+  old = [coder.encode(z_sym, z_idx, codec.z_tables)] + [
+      coder.encode(s, i, codec.y_tables) for s, i in zip(codec._y_parts(y_sym), codec._y_parts(index))]
+  header, (one,) = bitstream.unpack(data)
+  old_file = bitstream.pack(header, old)
+  assert len(old_file) > len(data)  # one string is the smaller file
+  np.testing.assert_array_equal(codec.decompress(old_file).image, dec.image)
+
+
 @pytest.mark.parametrize("codec_id", NEW)
-def test_slice_model_is_exact_integers_and_needs_every_string(codec_id, image):
+def test_slice_model_is_exact_integers_and_needs_the_whole_string(codec_id, image):
   codec = tiny(codec_id)
   data, _, _, dec = _coded(codec_id, image)
   for a in (dec.y_hat, dec.mu):  # on the 2**-12 grid the integer twin works on
     scaled = a.astype(np.float64) * 4096
     assert np.array_equal(scaled, np.round(scaled))
   header, strings = bitstream.unpack(data)
-  with pytest.raises(BitstreamError, match="latent strings"):
-    codec.decompress(bitstream.pack(header, strings[:2]))
+  assert len(strings) == 1  # z and every slice in one range-coded string
+  with pytest.raises(BitstreamError, match="latent string"):
+    codec.decompress(bitstream.pack(header, strings * 2))
+  with pytest.raises(BitstreamError, match="latent strings do not decode.*left after"):
+    codec.decompress(bitstream.pack(header, [strings[0] + bytes(8)]))  # a valid CRC, words to spare
   assert codec.slice_spec.lrp  # the tiny configs exercise latent residual prediction
 
 

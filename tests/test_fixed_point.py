@@ -82,3 +82,51 @@ def test_transposed_kernel_runs_per_phase_bit_exact():
   w[0, 0, 0, 5] = 1.0  # one tap breaks the pattern: the dense path, same answer as the reference
   assert not transposed_taps(w)
   np.testing.assert_array_equal(fixed_point._conv_same(a, w, b), _dense_conv_reference(a, w, b))
+
+
+def test_codecs_use_the_xla_program_and_it_gives_the_reference_numbers(codec):
+  """`HyperSynthesisInt` (XLA, float64) is what `Codec` runs; it must equal the NumPy reference to
+  the bit, with large z (wide accumulators) and negative activations (leaky ReLU)."""
+  z_hat = _z_hat(codec, 3, (4, 6)) * 8
+  ref = fixed_point.hyper_synthesis_int(codec.qparams, codec.spec, z_hat)
+  out = codec._h_s_int(z_hat)
+  assert out.dtype == np.float64 and np.abs(ref).max() > 2**12
+  np.testing.assert_array_equal(out, ref)
+
+
+def test_xla_program_runs_transposed_kernels_per_phase_bit_exact():
+  """Imported (transposed-taps) kernels take `phase_conv` in the XLA program; same integers."""
+  from dcic_jax.codecs.hyperprior import HyperSpec
+  from dcic_jax.codecs.layers import transposed_taps
+  rng = np.random.default_rng(1)
+  spec = HyperSpec(((12, True), (12, True), (10, False)), "relu", True, False)
+  qparams = []
+  for cin, cout in ((12, 48), (12, 48), (12, 10)):
+    w = rng.integers(-2**13, 2**13, (3, 3, cin, cout)).astype(np.float64)
+    if cout == 48:
+      w6 = w.reshape(3, 3, cin, 2, 2, 12)
+      w6[0, :, :, 1] = 0
+      w6[:, 0, :, :, 1] = 0
+    qparams.append((w, rng.integers(-2**24, 2**24, (cout,)).astype(np.float64)))
+  h_s = fixed_point.HyperSynthesisInt(qparams, spec)
+  assert h_s.phases == (True, True, False) and transposed_taps(qparams[0][0])
+  z_hat = rng.integers(-6, 7, (3, 4, 12)).astype(np.float32)
+  np.testing.assert_array_equal(h_s(z_hat), fixed_point.hyper_synthesis_int(qparams, spec, z_hat))
+
+
+def test_xla_program_refuses_inexact_ranges(codec):
+  import pytest
+  with pytest.raises(OverflowError, match="exact float64"):
+    codec._h_s_int(_z_hat(codec) * 2.0**30)
+
+
+def test_without_a_cpu_backend_the_numpy_reference_runs(codec, monkeypatch):
+  import jax
+
+  def no_cpu(process_index=None, backend=None, host_id=None):
+    raise RuntimeError(f"Unknown backend {backend}")
+  monkeypatch.setattr(jax, "local_devices", no_cpu)
+  h_s = fixed_point.HyperSynthesisInt(codec.qparams, codec.spec)
+  z_hat = _z_hat(codec, 4)
+  assert h_s._cpu is None
+  np.testing.assert_array_equal(h_s(z_hat), fixed_point.hyper_synthesis_int(codec.qparams, codec.spec, z_hat))

@@ -3,9 +3,12 @@
 `Codec.compress(image) -> bytes` writes a complete .dcic file (DESIGN §3);
 `Codec.decompress(bytes) -> Decoded` gives back the latents and the base reconstruction x̂_b.
 The coding path is:  z -> round(z - median) -> factorized tables;  exact integer h_s(z_hat) ->
-(mu, sigma index) -> round(y - mu) -> Gaussian tables;  both strings range-coded by constriction.
-Codecs with a channel-wise autoregressive model of y (`entropy/channelwise.py`) run the slice
-loop in the same exact integer arithmetic and write one y string per slice: [z, y_0, .., y_{S-1}].
+(mu, sigma index) -> round(y - mu) -> Gaussian tables;  z then y range-coded by constriction into
+one string. Codecs with a channel-wise autoregressive model of y (`entropy/channelwise.py`) run
+the slice loop in the same exact integer arithmetic and code the slices after z in slice order,
+in that same string. (Files written before 2026-11-26 hold one string per part, [z, y] or
+[z, y_0, .., y_{S-1}]; they still decode. One string saves each extra part its coder flush and
+its length field: ~4 bytes for the CNN codecs, ~20 for four slices.)
 """
 import dataclasses
 import functools
@@ -98,6 +101,10 @@ class Codec:
     return fixed_point.quantize_hyper_params(self.params["h_s_net"], self.spec)
 
   @functools.cached_property
+  def _h_s_int(self) -> fixed_point.HyperSynthesisInt:
+    return fixed_point.HyperSynthesisInt(self.qparams, self.spec)
+
+  @functools.cached_property
   def slice_spec(self) -> "channelwise.SliceSpec | None":
     """The channel-wise model of y, or None for a plain (mean-)scale hyperprior."""
     get = getattr(self.module, "slice_spec", None)
@@ -162,14 +169,14 @@ class Codec:
 
   # ---- coding ----
   def _hyper(self, z_hat: np.ndarray):
-    mu_int, sigma_int = fixed_point.mu_sigma_int(self.qparams, self.spec, z_hat)
+    mu_int, sigma_int = fixed_point.split_mu_sigma(self._h_s_int(z_hat), self.spec)
     index = np.searchsorted(self.tables["scale_bounds"], sigma_int, side="left")  # in [0, levels - 1]
     return fixed_point.to_float(mu_int), index
 
   def _slices(self, z_hat: np.ndarray, symbols):
     """Channel-wise model: (y_hat, effective mu, index, symbols, LRP term) from the exact integer
     slice loop."""
-    feat_mean, feat_scale = fixed_point.mu_sigma_int(self.qparams, self.spec, z_hat)
+    feat_mean, feat_scale = fixed_point.split_mu_sigma(self._h_s_int(z_hat), self.spec)
     y_hat, mu, index, sym, r = channelwise.code_slices(self.slice_qparams, self.slice_spec, feat_mean,
                                                        feat_scale, self.tables["scale_bounds"], symbols)
     return fixed_point.to_float(y_hat), fixed_point.to_float(mu), index, sym, fixed_point.to_float(r)
@@ -210,35 +217,42 @@ class Codec:
       raise UserError(f"image size {h}x{w} is outside 1..{bitstream.MAX_SIZE} pixels per side")
     (hp, wp), z_sym, y_sym, index = self.encode_latents(image_HW3)
     z_idx = np.broadcast_to(np.arange(z_sym.shape[-1]), z_sym.shape)
-    z_str = coder.encode(z_sym, z_idx, self.z_tables)
-    y_strs = [coder.encode(s, i, self.y_tables) for s, i in zip(self._y_parts(y_sym), self._y_parts(index))]
+    enc = coder.Encoder()  # one string: z, then each part of y (the decoder needs them in this order)
+    enc.encode(z_sym, z_idx, self.z_tables)
+    for s, i in zip(self._y_parts(y_sym), self._y_parts(index)):
+      enc.encode(s, i, self.y_tables)
     header = bitstream.Header(codec_id=self.codec_id, fingerprint=self.fingerprint, height=h, width=w,
                               padded_height=hp, padded_width=wp, seed=int(seed), prng_impl=PRNG_IMPL)
-    return bitstream.pack(header, [z_str] + y_strs), z_sym, y_sym
+    return bitstream.pack(header, [enc.finish()]), z_sym, y_sym
 
   def decompress(self, data: bytes) -> Decoded:
     header, strings = bitstream.unpack(data)
     bitstream.check_model(header, self.codec_id, self.fingerprint)
     n_y = 1 if self.slice_spec is None else self.slice_spec.slices
-    if len(strings) != 1 + n_y:
+    if len(strings) not in (1, 1 + n_y):
       what = "(z, y)" if n_y == 1 else f"(z and {n_y} y slices)"
-      raise BitstreamError(f"expected {1 + n_y} latent strings {what}, file has {len(strings)}")
+      raise BitstreamError(f"expected 1 latent string, or {1 + n_y} {what} as files written before "
+                           f"2026-11-26 have, file has {len(strings)}")
     hp, wp = header.padded_height, header.padded_width
     if (hp, wp) != _padded_size(header.height, header.width):
       raise BitstreamError(f"padded size {hp}x{wp} does not match image size {header.height}x{header.width}")
     n_z = self.module.cfg.N
     z_idx = np.broadcast_to(np.arange(n_z), (hp // 64, wp // 64, n_z))
     try:
-      z_sym = coder.decode(strings[0], z_idx, self.z_tables)
+      decoders = [coder.Decoder(s) for s in strings]
+      part = lambda i: decoders[min(i, len(decoders) - 1)]  # part 0 is z, then y's parts
+      z_sym = part(0).decode(z_idx, self.z_tables)
       z_hat = (z_sym.astype(np.float32) + self.medians).astype(np.float32)
       if self.slice_spec is not None:
-        reader = lambda i, _, index_i: coder.decode(strings[1 + i], index_i, self.y_tables)
+        reader = lambda i, _, index_i: part(1 + i).decode(index_i, self.y_tables)
         y_hat, mu, index, _, r = self._slices(z_hat, reader)
       else:
         mu, index = self._hyper(z_hat)
-        y_sym = coder.decode(strings[1], index, self.y_tables)
+        y_sym = part(1).decode(index, self.y_tables)
         y_hat = (y_sym.astype(np.float32) + mu).astype(np.float32)
         r = np.zeros_like(y_hat)
+      for d in decoders:
+        d.finish()
     except (ValueError, RuntimeError, OverflowError) as e:  # only reachable past the CRC: a coder bug
       raise BitstreamError(f"latent strings do not decode ({e})") from None
     x_hat = np.asarray(self._synthesis(self._device_params, y_hat[None]))[0]

@@ -3,8 +3,8 @@
 The header carries everything a decoder needs besides the checkpoint (DESIGN.md §3): which codec and
 which exact parameters wrote the file (so decoding with the wrong model is an error, not garbage), the
 image size and its padding, and the seed + PRNG tag of the decoder's common randomness (DCIC's
-consistent noise costs zero bits). The payload is the strings (z, then y, ...) concatenated; the file
-size is the rate.
+consistent noise costs zero bits). The payload is the strings concatenated; the file size is
+the rate.
 
 Byte layout, version 2 (fixed-size integers little-endian; "varint" is unsigned LEB128, 7 bits a
 byte, shortest form only, at most 5 bytes, 10 for the seed):
@@ -24,8 +24,9 @@ byte, shortest form only, at most 5 bytes, 10 for the seed):
 | crc32          | u32         | zlib.crc32 of every header byte before it + the payload   |
 | payload        | sum(lengths)| the strings, concatenated; nothing may follow             |
 
-A Kodak file of a shipped codec has a 31-byte header with a seed below 128 (the CLI's default is
-0), 40 with a full 64-bit seed. Version 1 (still read, no longer written) spent 73–76 bytes: the
+The codecs write one string (z, then all of y, in one range coder; `codecs/codec.py`), so a
+Kodak file of a shipped codec has a 29–30-byte header with a seed below 128 (the CLI's default is
+0), 39–40 with a full 64-bit seed. Version 1 (still read, no longer written) spent 73–76 bytes: the
 ids as text, the four sizes and the lengths as u32, the seed as u64.
 
 Every problem with a file raises `BitstreamError` with a one-line message; a length field is checked

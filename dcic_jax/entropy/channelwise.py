@@ -16,8 +16,9 @@ Coding: every number that picks a CDF table, a rounding offset or a later slice'
 computed by the integer twin of the f_* (weights on a 2**-W_FRAC grid, activations on 2**-A_FRAC,
 all dot products exact in float64, as `codecs/fixed_point.py` does for h_s), from the integer
 y_hat the decoder itself reconstructs. The encoder runs the same loop on the same integers, so the
-decoder's tables and offsets are identical on any platform. The slices are coded as separate
-strings so the decoder can finish slice i before it needs slice i+1's tables.
+decoder's tables and offsets are identical on any platform. The slices are coded one after the
+other (after z, in one range-coded string), so the decoder finishes slice i before it needs slice
+i+1's tables.
 
 The effective mean mu_i + r_i is what the rest of the project calls `mu`: y_hat − mu is the integer
 symbol, exactly as for the hyperprior codecs, which is what the DCIC `latent` ℓ_P variant needs
@@ -36,7 +37,7 @@ from dcic_jax.codecs.layers import conv
 from dcic_jax.entropy import quantization
 from dcic_jax.entropy.models import gaussian_likelihood
 
-MAX_SLICES = 15   # one bitstream string per slice + the z string (bitstream.MAX_STRINGS = 16)
+MAX_SLICES = 15   # files before 2026-11-26 held a string per slice + z (bitstream.MAX_STRINGS = 16)
 _KINDS = ("mean", "scale", "lrp")
 
 
@@ -154,7 +155,7 @@ def code_slices(qparams: dict, spec: SliceSpec, mean_feat_int: np.ndarray, scale
   """The slice loop shared by encoder and decoder, all in integers on the 2**-A_FRAC grid.
 
   `symbols(i, mu_i, index_i)` returns slice i's integer symbols [h, w, M/S]: the encoder rounds
-  y_i − mu_i, the decoder reads them from string i. Returns (y_hat_int, mu_int (effective),
+  y_i − mu_i, the decoder reads them from the string. Returns (y_hat_int, mu_int (effective),
   table index, symbols, LRP term r), each [h, w, M] (r = 0 without LRP; effective mu = mu_i + r).
   """
   done, mus, indexes, syms, lrps = [], [], [], [], []

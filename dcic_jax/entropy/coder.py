@@ -9,7 +9,8 @@ followed by an Elias-gamma-style code of the value through uniform models (rare 
 the ranges cover all but ~1e-9 of each distribution's mass).
 
 Symbols are coded grouped by table (one batch call per table, in table order) and the escaped
-values last; the decoder knows each symbol's table, so it regroups identically.
+values last; the decoder knows each symbol's table, so it regroups identically. Several such
+parts (z, then y or its slices) go into one string, one after the other.
 """
 import dataclasses
 
@@ -90,45 +91,80 @@ def _tables_used(table_idx: np.ndarray) -> np.ndarray:
   return np.flatnonzero(np.bincount(table_idx, minlength=1))
 
 
+class Encoder:
+  """One range-coded string for any number of `encode` calls, in order; `finish` gives its bytes.
+
+  A codec codes z and every part of y into one string: each extra string would cost its own
+  flush (~2 bytes on average: whole 32-bit words) and its own length field in the header.
+  """
+
+  def __init__(self):
+    self._enc = constriction.stream.queue.RangeEncoder()
+
+  def encode(self, values: np.ndarray, table_idx: np.ndarray, tables: TableSet) -> None:
+    """Appends integer `values` (any shape), value i coded with table `table_idx[i]`."""
+    values = np.asarray(values).reshape(-1).astype(np.int64)
+    table_idx = np.asarray(table_idx).reshape(-1)
+    escaped = []
+    for k in _tables_used(table_idx):
+      v = values[table_idx == k] - tables.offsets[k]
+      out = (v < 0) | (v >= tables.sizes[k])
+      escaped.append(v[out])
+      sym = np.where(out, tables.sizes[k], v).astype(np.int32)
+      self._enc.encode(sym, constriction.stream.model.Categorical(tables.probabilities(k), perfect=False))
+    escaped = np.concatenate(escaped) if escaped else np.zeros(0, np.int64)
+    if escaped.size:
+      _encode_escapes(self._enc, escaped)
+
+  def finish(self) -> bytes:
+    return self._enc.get_compressed().tobytes()
+
+
+class Decoder:
+  """Reads back what `Encoder` wrote: the same `decode` calls, in the same order."""
+
+  def __init__(self, data: bytes):
+    buf = np.frombuffer(data[:len(data) - len(data) % 4], np.uint32).copy()
+    self._dec = constriction.stream.queue.RangeDecoder(buf)
+
+  def decode(self, table_idx: np.ndarray, tables: TableSet) -> np.ndarray:
+    """int32 values, shaped like `table_idx`."""
+    shape = np.shape(table_idx)
+    table_idx = np.asarray(table_idx).reshape(-1)
+    out = np.empty(table_idx.size, np.int64)
+    esc_pos = []
+    for k in _tables_used(table_idx):
+      pos = np.nonzero(table_idx == k)[0]
+      sym = self._dec.decode(constriction.stream.model.Categorical(tables.probabilities(k), perfect=False),
+                             pos.size)
+      out[pos] = sym.astype(np.int64) + tables.offsets[k]
+      esc_pos.append((pos[sym == tables.sizes[k]], tables.offsets[k]))
+    n_esc = sum(p.size for p, _ in esc_pos)
+    if n_esc:
+      v = _decode_escapes(self._dec, n_esc)
+      i = 0
+      for pos, off in esc_pos:
+        out[pos] = v[i:i + pos.size] + off
+        i += pos.size
+    return out.astype(np.int32).reshape(shape)
+
+  def finish(self) -> None:
+    """ValueError if whole words are left after the last symbol (a range coder cannot always
+    tell the end of its data, so this catches extra words, not every truncation: the CRC does)."""
+    if not self._dec.maybe_exhausted():
+      raise ValueError("data left after the last symbol")
+
+
 def encode(values: np.ndarray, table_idx: np.ndarray, tables: TableSet) -> bytes:
-  """Range-code integer `values` (any shape), value i with table `table_idx[i]`."""
-  values = np.asarray(values).reshape(-1).astype(np.int64)
-  table_idx = np.asarray(table_idx).reshape(-1)
-  enc = constriction.stream.queue.RangeEncoder()
-  escaped = []
-  for k in _tables_used(table_idx):
-    v = values[table_idx == k] - tables.offsets[k]
-    out = (v < 0) | (v >= tables.sizes[k])
-    escaped.append(v[out])
-    sym = np.where(out, tables.sizes[k], v).astype(np.int32)
-    enc.encode(sym, constriction.stream.model.Categorical(tables.probabilities(k), perfect=False))
-  escaped = np.concatenate(escaped) if escaped else np.zeros(0, np.int64)
-  if escaped.size:
-    _encode_escapes(enc, escaped)
-  return enc.get_compressed().tobytes()
+  """One-call `Encoder`: range-code `values`, value i with table `table_idx[i]`."""
+  enc = Encoder()
+  enc.encode(values, table_idx, tables)
+  return enc.finish()
 
 
 def decode(data: bytes, table_idx: np.ndarray, tables: TableSet) -> np.ndarray:
   """Inverse of `encode`: int32 values, shaped like `table_idx`."""
-  shape = np.shape(table_idx)
-  table_idx = np.asarray(table_idx).reshape(-1)
-  buf = np.frombuffer(data[:len(data) - len(data) % 4], np.uint32).copy()
-  dec = constriction.stream.queue.RangeDecoder(buf)
-  out = np.empty(table_idx.size, np.int64)
-  esc_pos = []
-  for k in _tables_used(table_idx):
-    pos = np.nonzero(table_idx == k)[0]
-    sym = dec.decode(constriction.stream.model.Categorical(tables.probabilities(k), perfect=False), pos.size)
-    out[pos] = sym.astype(np.int64) + tables.offsets[k]
-    esc_pos.append((pos[sym == tables.sizes[k]], tables.offsets[k]))
-  n_esc = sum(p.size for p, _ in esc_pos)
-  if n_esc:
-    v = _decode_escapes(dec, n_esc)
-    i = 0
-    for pos, off in esc_pos:
-      out[pos] = v[i:i + pos.size] + off
-      i += pos.size
-  return out.astype(np.int32).reshape(shape)
+  return Decoder(data).decode(table_idx, tables)
 
 
 def _encode_escapes(enc, v: np.ndarray) -> None:
