@@ -77,6 +77,23 @@ def from_storage(stored) -> dict:
   return flax.traverse_util.unflatten_dict(out)
 
 
+def resume(manager: ocp.CheckpointManager, target, workdir):
+  """Restores the latest step of `manager` into `target`'s structure (a state or its shapes).
+
+  A workdir written by a version of dcic_jax with another train state (other optimiser or
+  fields) cannot resume: one clear line instead of orbax's tree-mismatch dump.
+  """
+  step = manager.latest_step()
+  try:
+    return manager.restore(step, args=ocp.args.StandardRestore(target))
+  except ValueError as e:
+    if "tree structures do not match" not in str(e):
+      raise
+    raise UserError(f"cannot resume from {workdir}: its step-{step} checkpoint holds another train "
+                    "state layout (written by another dcic_jax version?); use a fresh --workdir, "
+                    "or start from its parameters with init_from") from None
+
+
 def local_checkpointer() -> ocp.StandardCheckpointer:
   """A checkpointer for this process alone. Exports are small host-side files that one process
   writes or reads on its own; orbax's default would wait at a barrier for every process of a

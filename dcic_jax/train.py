@@ -22,7 +22,7 @@ import optax
 import orbax.checkpoint as ocp
 import tqdm
 
-from dcic_jax import sharding
+from dcic_jax import checkpointing, sharding
 from dcic_jax.codecs.registry import make_codec
 from dcic_jax.data.images import list_images, load_rgb
 from dcic_jax.data.input_pipeline import prefetch
@@ -94,7 +94,6 @@ def restore_params(workdir) -> dict | None:
 
 def _warm_start(params, init_from: str):
   """Copy every parameter whose path and shape match from a previous run (e.g. a neighbouring λ)."""
-  from dcic_jax import checkpointing  # local: avoids an import cycle
   src = checkpointing.load_params_any(init_from)
   flat_src = flax.traverse_util.flatten_dict(src)
   flat = flax.traverse_util.flatten_dict(params)
@@ -202,7 +201,7 @@ def train_codec(config: ml_collections.ConfigDict, workdir: str):
 
   mgr = _checkpoint_manager(workdir, tc.ckpt_every)
   if mgr.latest_step() is not None:  # every host restores the same replicated state
-    state = mgr.restore(mgr.latest_step(), args=ocp.args.StandardRestore(state))
+    state = checkpointing.resume(mgr, state, workdir)
     if is_main:
       print(f"resumed codec training from step {int(state.step)} in {workdir}")
   start = int(state.step)

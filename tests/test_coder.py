@@ -40,6 +40,32 @@ def test_round_trip_any_values(seed, n, spread):
   np.testing.assert_array_equal(coder.decode(data, idx, t), v)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.lists(st.integers(0, 300), min_size=1, max_size=4))
+def test_parts_in_one_string_round_trip_and_end_exactly(seed, sizes):
+  """z, then y's parts, share one string: each part decodes back in order, escapes included, and
+  the decoder ends with no whole word left over (`finish`), which rejects appended words (beyond
+  the two it may already hold as look-ahead)."""
+  rng = np.random.default_rng(seed)
+  t = _tables()
+  enc, parts = coder.Encoder(), []
+  for n in sizes:
+    idx = rng.integers(0, len(t.sizes), n)
+    v = np.round(rng.standard_cauchy(n) * 3).clip(-2**40, 2**40).astype(np.int64)
+    enc.encode(v, idx, t)
+    parts.append((v, idx))
+  data = enc.finish()
+  dec = coder.Decoder(data)
+  for v, idx in parts:
+    np.testing.assert_array_equal(dec.decode(idx, t), v)
+  dec.finish()
+  extra = coder.Decoder(data + bytes(12))
+  for _, idx in parts:
+    extra.decode(idx, t)
+  with pytest.raises(ValueError, match="left after"):
+    extra.finish()
+
+
 def test_rate_matches_model_entropy():
   """Symbols drawn from the table's own distribution cost about their information content."""
   rng = np.random.default_rng(0)

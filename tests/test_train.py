@@ -108,3 +108,19 @@ def test_prefetch_yields_the_same_items_in_order_and_re_raises_errors():
   it.close()  # stops the thread; a closed iterator is exhausted
   with pytest.raises(StopIteration):
     next(it)
+
+
+def test_a_workdir_with_another_state_layout_is_a_clear_error(tmp_path):
+  """Resuming needs the same train-state tree; a mismatch is one line naming the workdir."""
+  import jax.numpy as jnp
+  import orbax.checkpoint as ocp
+  import pytest
+  from dcic_jax import checkpointing
+  from dcic_jax.errors import UserError
+  mgr = ocp.CheckpointManager(tmp_path / "ckpt", options=ocp.CheckpointManagerOptions(create=True))
+  mgr.save(3, args=ocp.args.StandardSave({"step": jnp.int32(3), "params": {"w": jnp.zeros(2)}}))
+  mgr.wait_until_finished()
+  assert checkpointing.resume(mgr, {"step": jnp.int32(0), "params": {"w": jnp.ones(2)}}, tmp_path)["step"] == 3
+  with pytest.raises(UserError, match=r"cannot resume from .*another train state layout"):
+    checkpointing.resume(mgr, {"step": jnp.int32(0), "opt": {"mu": jnp.ones(2)}}, tmp_path)
+  mgr.close()

@@ -194,8 +194,7 @@ def train_prior(config: ml_collections.ConfigDict, workdir: str,
   if latest is None:
     state = init_fn(init_key)
   else:  # resume: restore into the replicated layout of a fresh state
-    state = manager.restore(latest, args=ocp.args.StandardRestore(
-        jax.eval_shape(init_fn, init_key)))
+    state = checkpointing.resume(manager, jax.eval_shape(init_fn, init_key), out_dir)
   start = int(state.step)
   is_main = jax.process_index() == 0
   if is_main:

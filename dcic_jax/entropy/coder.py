@@ -149,8 +149,9 @@ class Decoder:
     return out.astype(np.int32).reshape(shape)
 
   def finish(self) -> None:
-    """ValueError if whole words are left after the last symbol (a range coder cannot always
-    tell the end of its data, so this catches extra words, not every truncation: the CRC does)."""
+    """ValueError if whole words are left after the last symbol and its two words of look-ahead
+    (a range coder cannot always tell the end of its data: this catches appended words, not every
+    truncation; the container's CRC does)."""
     if not self._dec.maybe_exhausted():
       raise ValueError("data left after the last symbol")
 
