@@ -42,6 +42,17 @@ def quantize_hyper_params(h_s_params: dict, spec: HyperSpec) -> list[tuple[np.nd
   return out
 
 
+def _accumulator_bound(a, w, b, xp):
+  """An upper bound of every |accumulator| of a conv layer: max|a| · max column sum |w| + max|b|."""
+  return (xp.abs(a).max(initial=0.0) * xp.abs(w).sum(axis=(0, 1, 2)).max()
+          + xp.abs(b).max(initial=0.0))
+
+
+def _check_exact(bound) -> None:
+  if bound >= _EXACT:
+    raise OverflowError("fixed-point hyper-synthesis would exceed exact float64 range")
+
+
 def _conv_same(a_HWC: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
   """Stride-1 'same' convolution of integer-valued float64 arrays, exact (all sums < 2**53).
 
@@ -52,9 +63,7 @@ def _conv_same(a_HWC: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
   k = w.shape[0]
   p = same_padding(k)
   h, wd, c = a_HWC.shape
-  bound = np.abs(a_HWC).max(initial=0.0) * np.abs(w).sum(axis=(0, 1, 2)).max() + np.abs(b).max(initial=0.0)
-  if bound >= _EXACT:
-    raise OverflowError("fixed-point hyper-synthesis would exceed exact float64 range")
+  _check_exact(_accumulator_bound(a_HWC, w, b, np))
   padded = np.pad(a_HWC, (p, p, (0, 0)))
   cols = np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(0, 1))  # [H, W, C, k, k]
   cols = cols.transpose(0, 1, 3, 4, 2).reshape(h * wd, k, k, c)
@@ -110,7 +119,7 @@ def _hyper_synthesis_xla(qparams, a_HWC, spec: HyperSpec, phases: tuple[bool, ..
   bounds = []
 
   def conv(i, a, w, b):
-    bounds.append(jnp.abs(a).max() * jnp.abs(w).sum(axis=(0, 1, 2)).max() + jnp.abs(b).max())
+    bounds.append(_accumulator_bound(a, w, b, jnp))
     p = same_padding(w.shape[0])
     fn = phase_conv if phases[i] else jax.lax.conv_general_dilated
     return fn(a[None], w, (1, 1), (p, p), dimension_numbers=("NHWC", "HWIO", "NHWC"),
@@ -151,8 +160,7 @@ class HyperSynthesisInt:
     with jax.enable_x64(True):
       a = jax.device_put(_to_int(z_hat_HWC, A_FRAC), self._cpu)
       out, bound = jax.device_get(_hyper_synthesis_xla(self._qparams, a, self.spec, self.phases))
-    if bound >= _EXACT:
-      raise OverflowError("fixed-point hyper-synthesis would exceed exact float64 range")
+    _check_exact(bound)
     return out
 
 
@@ -162,11 +170,6 @@ def split_mu_sigma(out: np.ndarray, spec: HyperSpec):
     c = out.shape[-1] // 2
     return out[..., c:], out[..., :c]
   return np.zeros_like(out), out
-
-
-def mu_sigma_int(qparams, spec: HyperSpec, z_hat_HWC: np.ndarray):
-  """(mu_int, sigma_int): integers in units of 2**-A_FRAC, from the NumPy reference."""
-  return split_mu_sigma(hyper_synthesis_int(qparams, spec, z_hat_HWC), spec)
 
 
 def to_float(a_int: np.ndarray) -> np.ndarray:
