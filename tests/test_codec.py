@@ -161,3 +161,26 @@ def test_xla_options_this_jax_does_not_know_fall_back_to_the_default_compile(mon
     assert codec_lib._compiler_options() is None
   finally:
     codec_lib._compiler_options.cache_clear()
+
+
+def test_export_fits_the_quantiles_of_z_and_leaves_the_density_alone():
+  """A briefly trained codec's quantiles sit near their initial ±10 (here: a random init); the
+  fit moves them to the density's tail_mass/2 points and median, and touches nothing else."""
+  import math
+  from dcic_jax.codecs import codec as codec_lib
+  from dcic_jax.codecs.registry import make_codec
+  from dcic_jax.entropy.models import EntropyBottleneck
+  c = tiny_codec("bmshj2018")
+  params, before, after = codec_lib.fit_quantiles("bmshj2018", c.config, c.params)
+  assert before > 100 and after < 1e-3 * before
+  eb0, eb1 = c.params["entropy_bottleneck"], params["entropy_bottleneck"]
+  for k in eb0:
+    if k != "quantiles":
+      np.testing.assert_array_equal(np.asarray(eb0[k]), np.asarray(eb1[k]))
+  logits = make_codec("bmshj2018", **c.config).apply({"params": params}, method=lambda m: (
+      m.entropy_bottleneck.logits_cumulative(m.entropy_bottleneck.quantiles)))  # [C, 1, 3]
+  t = math.log(2.0 / EntropyBottleneck.tail_mass - 1.0)
+  np.testing.assert_allclose(np.asarray(logits)[:, 0], np.tile([-t, 0.0, t], (len(logits), 1)), atol=0.05)
+  # z's coding range (symbols per channel's table) grew to hold the density's tails.
+  fitted = codec_lib.make_codec_from_params("bmshj2018", c.config, params)
+  assert np.all(np.asarray(fitted.tables["z"]["sizes"]) > np.asarray(c.tables["z"]["sizes"]))

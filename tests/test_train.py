@@ -45,6 +45,9 @@ def test_loss_decreases_and_export_round_trips(tmp_path, image):
   exported = codec_lib.export_trained(cfg, params, cfg.export_dir)
   loaded = codec_lib.load(cfg.export_dir)
   assert loaded.fingerprint == exported.fingerprint
+  import json
+  aux = json.loads((tmp_path / "export" / "codec.json").read_text())["aux_loss"]  # z's quantiles fitted
+  assert aux["fitted"] < 1e-3 * aux["trained"]
   data = loaded.compress(image[:64, :64])
   assert loaded.decompress(data).image.shape == (64, 64, 3)
   scalars = list((tmp_path / "run" / "tb").glob("events.*"))
