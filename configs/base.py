@@ -55,11 +55,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.dcic.prior = "shipped"           # "shipped" (checkpoints/prior), "train" (the prior block below), a prior
                                           # workdir / export / diffusers or guided-diffusion file, or analytic:STD
   config.dcic.rates = ""                  # comma-separated rate names (export folder names) that get the grid; "" = all
-  config.dcic.kd = "0,0.5,1"              # K_D values of the grid (distortion constraint weight)
-  config.dcic.kp = "0,0.5,1"              # K_P values (idempotence constraint weight); the grid is their product
+  config.dcic.kd = "0,0.5,1"              # K_D values of the grid: the fraction of the way to the distortion set
+  config.dcic.kp = "0,0.5,1"              # K_P values: the fraction of the way to the idempotence set; the grid is their product
   config.dcic.num_steps = 50              # respaced reverse steps N
   config.dcic.start_step = 0              # 0: start from noise; k: start at step k from the noised x_b (late start)
-  config.dcic.mode = "schedule"           # "schedule" (inner optax steps) or "dps" (Idempotence-style step)
+  config.dcic.eta = 1.0                   # DDIM eta of the sampler step (1: DDPM variance, 0: deterministic)
+  config.dcic.mode = "project"            # "project" (K = fraction of the way to each constraint, docs/dcic.md),
+                                          # "schedule" (penalty, inner optax steps) or "dps" (Idempotence-style step)
+  # project mode:
+  config.dcic.ball = 0.02                 # kappa: distortion set |u - x_b|^2 <= kappa * D_q (D_q: the error the cells explain)
+  config.dcic.margin = 0.05               # the final idempotence projection aims this far inside each quantisation cell
+  config.dcic.cg_iters = 4                # conjugate-gradient iterations of each idempotence step
+  config.dcic.data_std = 0.5              # std of the data in [-1, 1] units, for the variance of x0 given x_t
+  # schedule and dps modes (the penalty form, calibrated weights w_D, w_P from codec.json):
   config.dcic.grad = "xt"                 # "xt": gradient through eps_theta; "x0": through the codec only (cheaper)
   config.dcic.inner_steps = 1             # G: inner optimiser steps per reverse step
   config.dcic.optimizer = "sgd"           # inner optimiser: "sgd" or "adam"
@@ -67,7 +75,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.dcic.step_cap = False            # schedule mode: cap each inner step at the minimum of the
                                           # constraint term's quadratic model (no overshoot; one more HVP)
   config.dcic.prox = 1.0                  # lambda of |x - x0|^2 that keeps G > 1 inner steps near the sampler
-  config.dcic.eta = 1.0                   # DDIM eta of the sampler step (1: DDPM variance, 0: deterministic)
   config.dcic.variant = "reconstruction"  # l_P variant: "reconstruction" or "latent"
   config.dcic.batch = 8                   # images per compiled call (all grid points together)
   config.dcic.chunk = 1                   # (grid point, image) pairs vmapped together per device (memory vs speed)
@@ -91,8 +98,8 @@ def get_config() -> ml_collections.ConfigDict:
 def runlocal(config: ml_collections.ConfigDict, max_images: int = 4) -> ml_collections.ConfigDict:
   """The `:runlocal` override of the dataset configs: minutes on a laptop CPU.
 
-  A few 128×128 centre crops, two shipped rates, a 2×2 (K_D, K_P) grid, 10 `x0` steps and the
-  shipped prior; the same stages and report as the full run.
+  A few 128×128 centre crops, two shipped rates, a 2×2 (K_D, K_P) grid, 10 steps and the shipped
+  prior; the same stages and report as the full run.
   """
   config.eval.max_images = max_images
   config.eval.crop = 128
@@ -100,7 +107,6 @@ def runlocal(config: ml_collections.ConfigDict, max_images: int = 4) -> ml_colle
   config.eval.checkpoints = "checkpoints/mbt2018-mean-q1,checkpoints/mbt2018-mean-q3"
   config.dcic.prior = "shipped"
   config.dcic.num_steps = 10
-  config.dcic.grad = "x0"
   config.dcic.kd = "0,1"
   config.dcic.kp = "0,1"
   config.metrics.fid_patch = 64

@@ -23,8 +23,8 @@ def get_config(arg: str = ""):
   config.eval.checkpoints = ",".join(f"checkpoints/mbt2018-mean-q{q}" for q in (1, 2, 3, 4))
   config.dcic.prior = "weights/ddpm-ema-celebahq-256"  # diffusers UNet2DModel folder
   config.dcic.num_steps = 100
-  config.dcic.kd = "0,0.25,0.5,1,2"
-  config.dcic.kp = "0,0.25,0.5,1,2"
+  config.dcic.kd = "0,0.25,0.5,0.75,1"
+  config.dcic.kp = "0,0.25,0.5,0.75,1"
   config.metrics.fid_patch = 64
   if "runlocal" in arg:
     base.runlocal(config, max_images=4)

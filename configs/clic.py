@@ -6,8 +6,9 @@
 
 Needs <images_dir>/clic2020/{professional,mobile}/test/ (docs/datasets.md) and a natural-image
 prior: guided-diffusion's unconditional ImageNet 256 model (256x256_diffusion_uncond.pt), which
-is fully convolutional except attention, so it runs on whole CLIC images (memory: use
-dcic.grad="x0" or a GPU with the UNet's remat, see README "The DCIC decoder").
+is fully convolutional except attention, so it runs on whole CLIC images (the default `project`
+decoder takes no gradient through the UNet, so a step's memory is one UNet forward; the penalty
+form with `xt` gradients needs the UNet's remat, docs/benchmarks.md).
 """
 from configs import base
 

@@ -24,10 +24,5 @@ def get_config():
   config.dcic.prior = "shipped"
   config.dcic.num_steps = 20
   config.dcic.start_step = 10            # late start: 10 reverse steps from the noised x_b
-  config.dcic.grad = "x0"                # constraint gradients through the codec only
-  # η₀ = 0.5 (the base default) overshoots on ℓ_P in x0 mode: at K_P >= 0.5 the decode turns into
-  # high-frequency colour noise (6-9 dB). 0.1 is stable over the whole grid, at the price that
-  # K_D = 1 no longer lands exactly on x̂_b.
-  config.dcic.step_size = 0.1
   config.report.crop = 96
   return config

@@ -13,7 +13,7 @@ Why int8 only for h_a/h_s: they predict the entropy model's σ (and μ), not pix
 codec (bmshj2018) their rounding moves the rate alone: +0.04% bpp at identical PSNR on 4 Kodak
 images with bmshj2018-q4, where int8 everywhere costs 0.03 dB (experiments/storage_precision.py).
 For a mean-scale codec μ also sets the quantisation offset, ŷ = round(y − μ) + μ, so a few latents
-land one step away and x̂_b moves a little either way (README, "Shipped checkpoints"). It saves
+land one step away and x̂_b moves a little either way (docs/benchmarks.md, "Shipped CNN codecs on Kodak"). It saves
 22% of a CNN export.
 """
 import json

@@ -72,16 +72,14 @@ def _decompress(args) -> None:
     return
   from dcic_jax.dcic.calibrate import weights
   from dcic_jax.dcic.decode import dcic_decode
-  from dcic_jax.dcic.sampler import DCICConfig
+  from dcic_jax.dcic.sampler import check_factors, config_from
   from dcic_jax.diffusion.prior import load_prior
   info = json.loads((ckpt / "codec.json").read_text())
   w_d, w_p = weights(info, args.variant)
-  cfg = DCICConfig(num_steps=args.steps, inner_steps=args.inner, mode=args.mode, grad=args.grad,
-                   optimizer=args.optimizer, step_size=args.step_size, step_cap=args.step_cap,
-                   prox=args.prox, eta=args.eta,
-                   variant=args.variant, start_step=args.start_step, w_d=w_d, w_p=w_p)
+  cfg = config_from(vars(args), w_d=w_d, w_p=w_p)
+  check_factors(cfg, [v for point in points for v in point])
   prior = load_prior(args.prior)
-  if "dcic" not in info:
+  if "dcic" not in info and cfg.mode != "project":
     print(f"note: {ckpt} has no DCIC calibration (python -m dcic_jax.dcic.calibrate {ckpt}); "
           "using w_D = w_P = 1", file=sys.stderr)
   images = dcic_decode(codec, prior, [decoded], cfg, [p[0] for p in points], [p[1] for p in points],
@@ -143,7 +141,7 @@ def seed_type(bits: int):
 
 
 def build_parser() -> argparse.ArgumentParser:
-  from dcic_jax.dcic.sampler import DCICConfig
+  from dcic_jax.dcic.sampler import MODES, DCICConfig
   defaults = DCICConfig()
   p = argparse.ArgumentParser(prog="python -m dcic_jax", description=__doc__.splitlines()[0])
   sub = p.add_subparsers(dest="command", required=True)
@@ -158,24 +156,33 @@ def build_parser() -> argparse.ArgumentParser:
   d.add_argument("output", nargs="?", default=None)
   d.add_argument("--checkpoint", default=None, help="codec export directory (default: the shipped one that matches)")
   g = d.add_argument_group("DCIC decoder (any of --kd/--kp/--grid turns it on)")
-  g.add_argument("--kd", type=_weight, default=None, help="distortion weight K_D (default 0)")
-  g.add_argument("--kp", type=_weight, default=None, help="idempotence (perception) weight K_P (default 0)")
+  g.add_argument("--kd", type=_weight, default=None, help="distortion factor K_D in [0, 1] (default 0)")
+  g.add_argument("--kp", type=_weight, default=None, help="idempotence (perception) factor K_P in [0, 1] (default 0)")
   g.add_argument("--grid", default=None, help='K_D values x K_P values, e.g. "0,0.5,1x0,0.5,1"')
   g.add_argument("--out-dir", default=None, help="folder for the grid's PNGs and settings.json")
   g.add_argument("--prior", default=None, help="diffusion prior: train workdir, diffusers/guided-diffusion "
                  "checkpoint, or analytic:STD (default: the shipped prior)")
-  g.add_argument("--steps", type=int, default=defaults.num_steps, help="reverse steps N")
-  g.add_argument("--mode", choices=("schedule", "dps"), default=defaults.mode)
-  g.add_argument("--grad", choices=("xt", "x0"), default=defaults.grad)
-  g.add_argument("--inner", type=int, default=defaults.inner_steps, help="inner optimiser steps G")
+  g.add_argument("--steps", dest="num_steps", type=int, default=defaults.num_steps, help="reverse steps N")
+  g.add_argument("--start-step", type=int, default=defaults.start_step, help="late start at step k (0: from noise)")
+  g.add_argument("--eta", type=float, default=defaults.eta, help="DDIM eta of the sampler step")
+  g.add_argument("--mode", choices=MODES, default=defaults.mode,
+                 help="project (default: K = fraction of the way to each constraint), or the penalty "
+                 "forms schedule / dps")
+  g.add_argument("--ball", type=float, default=defaults.ball,
+                 help="project: distortion set |x - x_b|^2 <= BALL * D_q (0: x_b itself)")
+  g.add_argument("--margin", type=float, default=defaults.margin,
+                 help="project: how far inside its cell the final projection puts each latent")
+  g.add_argument("--cg-iters", type=int, default=defaults.cg_iters, help="project: CG iterations per step")
+  g.add_argument("--grad", choices=("xt", "x0"), default=defaults.grad, help="schedule: gradient through")
+  g.add_argument("--inner", dest="inner_steps", type=int, default=defaults.inner_steps,
+                 help="schedule: inner optimiser steps G")
   g.add_argument("--optimizer", choices=("sgd", "adam"), default=defaults.optimizer)
   g.add_argument("--step-size", type=float, default=defaults.step_size, help="eta_0 (schedule) or zeta (dps)")
   g.add_argument("--step-cap", action="store_true",
-                 help="schedule mode: cap each inner step at the constraint's quadratic-model minimum")
-  g.add_argument("--prox", type=float, default=defaults.prox, help="weight of |x - x0|^2 in the inner loss")
-  g.add_argument("--eta", type=float, default=defaults.eta, help="DDIM eta of the sampler step")
-  g.add_argument("--variant", choices=("reconstruction", "latent"), default=defaults.variant)
-  g.add_argument("--start-step", type=int, default=defaults.start_step, help="late start at step k (0: from noise)")
+                 help="schedule: cap each inner step at the constraint's quadratic-model minimum")
+  g.add_argument("--prox", type=float, default=defaults.prox, help="schedule: weight of |x - x0|^2 in the inner loss")
+  g.add_argument("--variant", choices=("reconstruction", "latent"), default=defaults.variant,
+                 help="schedule / dps: the idempotence residual")
   g.add_argument("--chunk", type=int, default=1, help="grid points decoded together per device")
   d.set_defaults(fn=_decompress)
   return p

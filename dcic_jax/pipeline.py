@@ -258,13 +258,9 @@ def _file_seed(seed: int, index: int) -> int:
 def dcic_config(config, codec_json: dict):
   """The DCICConfig of the study, with the codec's calibration constants (codec.json "dcic")."""
   from dcic_jax.dcic.calibrate import weights
-  from dcic_jax.dcic.sampler import DCICConfig
-  d = config.dcic
-  w_d, w_p = weights(codec_json, d.variant)
-  return DCICConfig(num_steps=d.num_steps, inner_steps=d.inner_steps, mode=d.mode, grad=d.grad,
-                    optimizer=d.optimizer, step_size=d.step_size, step_cap=d.step_cap, prox=d.prox,
-                    eta=d.eta,
-                    variant=d.variant, start_step=d.start_step, w_d=w_d, w_p=w_p)
+  from dcic_jax.dcic.sampler import config_from
+  w_d, w_p = weights(codec_json, config.dcic.variant)
+  return config_from(config.dcic.to_dict(), w_d=w_d, w_p=w_p)
 
 
 def _decode_fingerprint(config, prior_spec) -> str:
@@ -443,7 +439,9 @@ def validate(config) -> None:
     grid_points(config)
     if config.dcic.batch < 1 or config.dcic.chunk < 1:
       raise UserError("dcic.batch and dcic.chunk must be >= 1")
-    dcic_config(config, {})  # DCICConfig validates mode/grad/optimizer/variant/steps
+    from dcic_jax.dcic.sampler import check_factors
+    check_factors(dcic_config(config, {}),  # DCICConfig validates mode/grad/optimizer/variant/steps
+                  [v for p in grid_points(config) for v in (p.k_d, p.k_p)])
 
 
 def _is_writer() -> bool:

@@ -230,8 +230,10 @@ def write_owned(array: jax.Array, units: Sequence[Sequence[WorkUnit]], root,
 
 # ----------------------------------------------------------------------------- sizing
 
-def unet_calls_per_step(mode: str = "schedule", grad: str = "xt", inner_steps: int = 1) -> float:
+def unet_calls_per_step(mode: str = "project", grad: str = "xt", inner_steps: int = 1) -> float:
   """ε_θ evaluations of one outer step, counting a backward pass as two forwards."""
+  if mode == "project":
+    return 1.0                       # one forward; the constraint steps go through the codec only
   if mode == "dps":
     return 3.0                       # forward + backward through ε_θ
   if grad == "xt":

@@ -10,12 +10,14 @@ Sources (every pixel an independent draw, decoded as [B, H, W, 3] images in [−
   gmm:   scalar 0.3·N(−0.45, 0.1²) + 0.7·N(0.2, 0.15²), i.i.d.;          W = I
   vec:   3-D N(0, Σ) over the channels of a pixel (correlation 0.8/0.6);  W = KLT of Σ
 The toy codec (`codecs/toy.py`: y = Wᵀu/Δ, ŷ = round(y), centroid decoder = MMSE) and the exact
-analytic prior (`diffusion/analytic.py`) plug into the real `GridDecoder` unchanged. Per step Δ it
+analytic prior (`diffusion/analytic.py`) plug into the real `GridDecoder` unchanged, with the
+decoder's default settings (`--mode project`) or the penalty form (`--mode schedule`). Per step Δ it
 prints D*, W2(p_X, p_X*) (= √D* for interval cells, checked), the rate H(Ŷ), then per (K_D, K_P)
 grid point the measured D and P (per dimension, in units of D*), the bound D(P) and the ratio
 D / D(P), with the grid's Pareto front starred; then the base codec, the Idempotence decoder
-(`dps`, K_D = 0, K_P = 1, ζ = 0.6, w_P = 1) and where DCIC_RD / _RP / _RDP land against the bound's
-end points (MMSE point (D*, D*), posterior sample (2D*, 0)).
+(`dps`, K_D = 0, K_P = 1, w_P = 1, ζ = 0.6·side/256: the published 0.6 at 256²) and where
+DCIC_RD / _RP / _RDP land against the bound's end points (MMSE point (D*, D*), posterior sample
+(2D*, 0)).
 
 P is exact for the scalar sources: the semi-discrete 1-D W2² between the true source law and the
 empirical law of every decoded value (`analytic.w2_sq_to_atoms`), so its only error is the finite
@@ -25,9 +27,9 @@ estimate is the exact optimal assignment between decoded pixels and as many fres
 which is biased upward by sampling (its floor is printed). Ratios are given for both: the truth lies
 between them.
 
-w_P is calibrated per codec as `dcic/calibrate.py` does for a codec export (median ‖∇ℓ_D‖/‖∇ℓ_P‖
-at x̂_b + N(0, 0.1²)) and enters the decoder as the traced product K_P·w_P (cfg.w_p = 1), so one
-compiled program serves every step Δ.
+The penalty form needs w_P, calibrated per codec as `dcic/calibrate.py` does for a codec export
+(median ‖∇ℓ_D‖/‖∇ℓ_P‖ at x̂_b + N(0, 0.1²)); it enters that decoder as the traced product K_P·w_P
+(cfg.w_p = 1), so one compiled program serves every step Δ. The project form needs none.
 
   nice -n 10 python experiments/analytic_rdp.py                 # default run (≤ 10 min, 2 CPU cores)
   nice -n 10 python experiments/analytic_rdp.py --quick         # ~1 min smoke run
@@ -123,6 +125,14 @@ class Measure:
     return out
 
 
+def decoder_config(args) -> sampler.DCICConfig:
+  """The decoder under test: the default `project` mode, or the penalty form it replaced."""
+  if args.mode == "project":
+    return sampler.DCICConfig(num_steps=args.num_steps, eta=1.0)
+  return sampler.DCICConfig(num_steps=args.num_steps, mode="schedule", grad="xt", eta=1.0,
+                            variant=args.variant, w_p=1.0)
+
+
 def run_source(name: str, args, grid_points, key) -> dict:
   source, transform = make_source(name)
   codec = toy.ToyCodec(source, transform)
@@ -134,8 +144,7 @@ def run_source(name: str, args, grid_points, key) -> dict:
   kd = np.array([g[0] for g in grid_points])
   kp = np.array([g[1] for g in grid_points])
   dcic = grid.GridDecoder(prior.eps_fn, fns, schedules.respace(prior.schedule, args.num_steps),
-                          sampler.DCICConfig(num_steps=args.num_steps, mode="schedule", grad="xt",
-                                             eta=1.0, variant=args.variant, w_p=1.0),
+                          decoder_config(args),
                           chunk=args.images)
   idem = grid.GridDecoder(prior.eps_fn, fns, schedules.respace(prior.schedule, args.idem_steps),
                           sampler.DCICConfig(num_steps=args.idem_steps, mode="dps", eta=1.0,
@@ -159,8 +168,14 @@ def run_source(name: str, args, grid_points, key) -> dict:
     measure = Measure(source, transform, x, k_measure, args.joint_n, args.joint_repeats)
     floor = measure(analytic.sample(source, k_floor, shape))
     floor["D"] = float("nan")
-    out = np.asarray(dcic(None, params, target, keys, kd, kp * w_p))
-    points = [dict(k_d=float(a), k_p=float(b), **measure(o)) for a, b, o in zip(kd, kp, out)]
+    # The penalty form takes its calibration as the traced product K_P·w_P (one compiled program
+    # for every Δ); the project form needs none.
+    out = np.asarray(dcic(None, params, target, keys, kd, kp * (w_p if args.mode == "schedule" else 1.0)))
+    # Idempotence: the share of coefficients that re-encode to another cell than ŷ's.
+    outside = [float(np.mean(np.asarray(toy.encode(params, jnp.asarray(o, jnp.float32))[0]) != np.asarray(y_hat)))
+               for o in out]
+    points = [dict(k_d=float(a), k_p=float(b), outside=o_frac, **measure(o))
+              for a, b, o, o_frac in zip(kd, kp, out, outside)]
     base = measure(np.asarray(target.x_b))
     idem_point = None
     if idem is not None:
@@ -295,15 +310,20 @@ def parse_floats(text: str) -> list[float]:
   return [float(v) for v in text.split(",") if v]
 
 
-def main(argv=None) -> int:
+def main_args(argv=None) -> argparse.Namespace:
+  """The experiment's settings from the command line (its defaults for argv = [])."""
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--sources", default="gauss,gmm,vec")
   p.add_argument("--q-steps", default="0.125,0.25,0.5", help="quantiser steps Δ ([−1, 1] units)")
-  p.add_argument("--kd", default="0,0.1,0.2,0.5,1", help="K_D values (the grid is K_D × K_P)")
-  p.add_argument("--kp", default="0,0.25,0.5,1", help="K_P values")
-  p.add_argument("--num-steps", type=int, default=100, help="DCIC reverse steps N (schedule mode)")
+  p.add_argument("--kd", default="0,0.25,0.5,0.75,1", help="K_D values (the grid is K_D × K_P)")
+  p.add_argument("--kp", default="0,0.25,0.5,0.75,1", help="K_P values")
+  p.add_argument("--num-steps", type=int, default=100, help="DCIC reverse steps N")
   p.add_argument("--idem-steps", type=int, default=500, help="Idempotence decoder steps (0: skip)")
-  p.add_argument("--idem-zeta", type=float, default=0.6)
+  p.add_argument("--idem-zeta", type=float, default=None,
+                 help="Idempotence step ζ (default 0.6·size/256: the published 0.6 at 256², whose "
+                 "unsquared-norm pull per pixel scales like 1/√pixels)")
+  p.add_argument("--mode", default="project", choices=("project", "schedule"),
+                 help="DCIC decoder: project (default) or the penalty form (schedule, xt gradients)")
   p.add_argument("--variant", default="reconstruction", choices=constraints.VARIANTS)
   p.add_argument("--images", type=int, default=1)
   p.add_argument("--size", type=int, default=64)
@@ -318,6 +338,13 @@ def main(argv=None) -> int:
     args.sources, args.q_steps, args.kd, args.kp = "gauss,vec", "0.25,0.5", "0,0.2,1", "0,0.5,1"
     args.num_steps, args.idem_steps, args.images, args.size, args.joint_n = 50, 100, 1, 32, 500
   args.q_steps = parse_floats(args.q_steps)
+  if args.idem_zeta is None:
+    args.idem_zeta = 0.6 * args.size / 256
+  return args
+
+
+def main(argv=None) -> int:
+  args = main_args(argv)
   grid_points = [(a, b) for a in parse_floats(args.kd) for b in parse_floats(args.kp)]
   print(f"settings: {vars(args)}", flush=True)
   key = jax.random.key(args.seed)

@@ -1,19 +1,22 @@
-"""Benchmark the DCIC decoder against its compute floor, xt vs x0, and one grid call vs many.
+"""Benchmark the DCIC decoder: step cost per mode, the compute floor, one grid call vs many, memory.
 
 All numbers come from one run on one machine (ratios, so a shared machine's noise mostly cancels):
   1. the compute floor N·(fwd + G·(fwd+bwd)): a UNet forward and a forward+backward (∂/∂x) timed
-     alone at the decode's shape; the `xt` decode's wall time divided by it (target ≤ 1.15);
-  2. `x0` mode time (gradient through the codec only) and the PSNR to x̂_b of both modes at
-     K_D = 1 — quality needs a trained prior (--prior); a random UNet only times;
+     alone at the decode's shape; the penalty `xt` decode's wall time divided by it;
+  2. seconds per decode step of the `project` mode (the default) against the penalty modes
+     (`schedule` with `xt` and with `x0` gradients), timed in alternating rounds with the
+     per-round ratios and their median (target: project ≤ 1.3× the penalty step it replaces),
+     and the PSNR to x̂_b at K_D = K_P = 1 (a random UNet only times; quality is
+     `kd_kp_check.py`'s);
   3. a 3×3 (K_D, K_P) grid in one call vs nine one-point calls of the same compiled decoder
      (target ≤ 0.8), with how many times each was traced;
-  4. peak memory of a full 768×512 Kodak-size decode in `xt` mode, from XLA's buffer
+  4. peak memory of a full 768×512 Kodak-size decode (project mode, and the penalty form's `xt`
+     mode with and without the UNet's block-level remat, `unet.remat_call`), from XLA's buffer
      assignment of the compiled program (`memory_analysis`; on a CPU within ~15% of what a run
-     adds to the process's max RSS), with and without the UNet's block-level remat
-     (`unet.remat_call`), attention chunked as the UNet config says (target ≤ 4 GB).
+     adds to the process's max RSS), attention chunked as the UNet config says (target ≤ 4 GB).
 
-The codec is a shipped checkpoint; the prior is random unless --prior names a trained one (the
-timings do not depend on the weights). Defaults take a few minutes on a 2-core CPU:
+The codec is a shipped checkpoint and the UNet a random one of the given shape (the timings do
+not depend on the weights). Defaults take a few minutes on a 2-core CPU:
 
   python experiments/bench_dcic.py
   python experiments/bench_dcic.py --size 256 --steps 50 --base-channels 128   # a GPU
@@ -64,8 +67,9 @@ def main(argv=None):
   p.add_argument("--channel-mult", type=lambda s: tuple(int(v) for v in s.split(",")), default=(1, 2, 2))
   p.add_argument("--num-res-blocks", type=int, default=1)
   p.add_argument("--attention-levels", type=lambda s: tuple(int(v) for v in s.split(",") if v), default=(2,))
-  p.add_argument("--repeats", type=int, default=3)
-  p.add_argument("--grid-mode", default="x0", help="grad mode of the grid comparison (x0: cheap on a CPU)")
+  p.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (median)")
+  p.add_argument("--rounds", type=int, default=3, help="alternating rounds of the per-mode step timing")
+  p.add_argument("--grid-mode", default="project", help="decoder of the grid comparison: project, xt or x0")
   p.add_argument("--skip", default="", help="comma-separated parts to skip: decode, grid, memory")
   args = p.parse_args(argv)
 
@@ -111,25 +115,38 @@ def main(argv=None):
 
   one_device = grid.grid_mesh(1, jax.devices()[:1])
   skip = set(args.skip.split(","))
-  results = {}
-  for grad_mode in () if "decode" in skip else ("xt", "x0"):
-    cfg = sampler.DCICConfig(num_steps=n, inner_steps=g, grad=grad_mode)
+  # 2. seconds per step of each decoder, in alternating rounds.
+  variants = {"project": sampler.DCICConfig(num_steps=n),
+              "schedule-xt": sampler.DCICConfig(num_steps=n, mode="schedule", inner_steps=g, grad="xt"),
+              "schedule-x0": sampler.DCICConfig(num_steps=n, mode="schedule", inner_steps=g, grad="x0")}
+  calls = {}
+  for name, cfg in ({} if "decode" in skip else variants).items():
     dec = grid.GridDecoder(eps_fn, fns, sched, cfg)
-    call = lambda: dec(params, codec.params, target, keys, [1.0], [0.0], mesh=one_device)
+    calls[name] = lambda dec=dec: dec(params, codec.params, target, keys, [1.0], [1.0], mesh=one_device)
     start = time.perf_counter()
-    out = np.asarray(call())
-    first = time.perf_counter() - start
-    sec = _seconds(call, args.repeats)
+    out = np.asarray(calls[name]())
     psnr = 10 * np.log10(4.0 / np.mean((out[0, 0] - np.asarray(target.x_b[0])) ** 2))
-    results[grad_mode] = sec
-    print(f"decode {grad_mode}: {sec:.2f} s (first call with compile {first:.1f} s), "
-          f"{sec / floor:.3f}x the floor, {sec / loop_floor:.3f}x the floor with the in-scan "
-          f"forward+backward; PSNR to x_b at K_D=1: {psnr:.2f} dB")
-  if results:
-    print(f"x0 / xt time: {results['x0'] / results['xt']:.3f}")
+    print(f"{name}: first call with compile {time.perf_counter() - start:.1f} s; PSNR to x_b at "
+          f"K_D = K_P = 1: {psnr:.2f} dB")
+  if calls:
+    rounds = {name: [] for name in calls}
+    for _ in range(args.rounds):
+      for name, call in calls.items():
+        rounds[name].append(_seconds(call, args.repeats) / n)
+    for name, sec in rounds.items():
+      print(f"decode {name}: {np.median(sec) * 1e3:.1f} ms per step (rounds: "
+            + ", ".join(f"{v * 1e3:.1f}" for v in sec) + ")")
+    xt = np.median(rounds["schedule-xt"]) * n
+    print(f"schedule-xt decode: {xt / floor:.3f}x the floor, {xt / loop_floor:.3f}x the floor with "
+          "the in-scan forward+backward")
+    for base in ("schedule-xt", "schedule-x0"):
+      ratios = np.array(rounds["project"]) / np.array(rounds[base])
+      print(f"project / {base} per step: " + ", ".join(f"{r:.3f}" for r in ratios)
+            + f"; median {np.median(ratios):.3f}")
 
   # 3. a 3x3 grid in one call vs nine calls.
-  cfg = sampler.DCICConfig(num_steps=n, inner_steps=g, grad=args.grid_mode)
+  cfg = sampler.DCICConfig(num_steps=n) if args.grid_mode == "project" else \
+      sampler.DCICConfig(num_steps=n, mode="schedule", inner_steps=g, grad=args.grid_mode)
   k_d, k_p = np.meshgrid([0.0, 0.5, 1.0], [0.0, 0.5, 1.0], indexing="ij")
   for chunk in () if "grid" in skip else (1, 9):
     dec = grid.GridDecoder(eps_fn, fns, sched, cfg, chunk=chunk)
@@ -148,14 +165,17 @@ def main(argv=None):
   if "memory" not in skip:
     big = constraints.Target(*(jnp.zeros((1,) + s, jnp.float32) for s in
                                [(512, 768, 3), (512, 768, 3)] + [(32, 48, codec.module.cfg.M)] * 3))
-    for remat in (False, True):
+    cases = [("project", False, sampler.DCICConfig(num_steps=n))]
+    cases += [("schedule xt", remat, sampler.DCICConfig(num_steps=n, mode="schedule", inner_steps=g))
+              for remat in (False, True)]
+    for name, remat, cfg in cases:
       _, eps_r, params_r = _unet(args, remat)
-      dec = grid.GridDecoder(eps_r, fns, sched, sampler.DCICConfig(num_steps=n, inner_steps=g))
+      dec = grid.GridDecoder(eps_r, fns, sched, cfg)
       compiled = dec._compiled(one_device).lower(params_r, codec.params, big, keys,
                                                  np.ones(1, np.float32), np.ones(1, np.float32)).compile()
       mem = compiled.memory_analysis()
       total = mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
-      print(f"768x512 xt decode, UNet remat={remat}: peak {total / 2**30:.2f} GiB "
+      print(f"768x512 {name} decode, UNet remat={remat}: peak {total / 2**30:.2f} GiB "
             f"(temporaries {mem.temp_size_in_bytes / 2**30:.2f} GiB)")
 
 

@@ -1,19 +1,24 @@
-"""Distortion–perception sweep: one .dcic file per image decoded over a (K_D, K_P) grid.
+"""DCIC against the Idempotence decoder: realism per network evaluation, on many crops, with spreads.
 
-For every image crop: compress once with the codec (real file, real bpp), then decode the whole
-grid in one call of the DCIC decoder, and score each grid point over the image set with PSNR
-(distortion) and patch SWD against the originals (weight-free realism; lower is more realistic).
-Prints the table with the two boundary curves (K_P = 0: DCIC_RD, K_D = 0: DCIC_RP), the interior
-points (DCIC_RDP), the base codec, and — with --idempotence-steps — the Idempotence decoder
-(`dps`, K_D = 0, K_P = 1, ζ = 0.6) with its network evaluations. `--steps` takes a list (e.g.
-10,20,50): the grid is decoded once per N, and the last line names the fewest network evaluations
-at which a DCIC point is at least as realistic (patch SWD) as the Idempotence decoder.
+Every crop is compressed once (a real file, real bpp) and decoded by
+  * DCIC (the default `project` mode) at the named points (K_D, K_P) ∈ {(0, 1), (1, 1), (1, 0)}
+    for each N in --steps, from noise and with the late start of --start-steps, and
+  * the Idempotence decoder of Xu et al. (ICLR 2024): `dps`, K_D = 0, K_P = 1, N = 1000 ancestral
+    steps, the `reconstruction` residual, per-image unsquared norm, and ζ = 0.6·(crop side / 256):
+    the authors published ζ = 0.6 for 256² images, and an unsquared norm's per-pixel pull scales
+    like 1/√pixels, so at other sizes the same pull needs ζ scaled by the side (`--zeta` overrides).
+Scores: PSNR per crop (mean ± standard deviation over crops) and patch SWD of the whole set (mean
+over `--swd-seeds` seeds ± the standard deviation over `--bootstrap` resamplings of the crops).
+Cost: UNet forward passes, forward-equivalents (a backward pass counts two) and wall-clock
+seconds of each decoder, all crops in one call, in the same run. The last line names the fewest
+forward passes at which DCIC (0, 1) is at least as realistic as the Idempotence decoder.
 
-  python experiments/dp_sweep.py --prior WORKDIR_OR_CHECKPOINT [--images ../shared/data/kodak]
-  python experiments/dp_sweep.py --prior analytic:0.5 --steps 10   # network-free smoke run
+  python experiments/dp_sweep.py                                     # ~1 h on a 2-core CPU
+  python experiments/dp_sweep.py --idempotence-steps 0 --steps 20    # DCIC only, minutes
+  python experiments/dp_sweep.py --prior analytic:0.5 --steps 10 --idempotence-steps 20   # smoke
 
-Crops (default 128×128 from the image centre) keep CPU runs short; all images are decoded as one
-batch, so they must share a size (--crop 0 works for a set of equally sized whole images).
+Crops: --crops-per-image non-overlapping squares of side --crop around the centre of each image
+in --images (default: the three shipped Kodak crops, 12 crops of 64²).
 """
 import argparse
 import json
@@ -27,119 +32,132 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from dcic_jax import score  # noqa: E402
 from dcic_jax.codecs import codec as codec_lib  # noqa: E402
 from dcic_jax.data.images import list_images, load_rgb  # noqa: E402
-from dcic_jax.dcic.calibrate import weights  # noqa: E402
 from dcic_jax.dcic.decode import dcic_decode  # noqa: E402
 from dcic_jax.dcic.sampler import DCICConfig  # noqa: E402
 from dcic_jax.diffusion.prior import load_prior  # noqa: E402
-from dcic_jax.metrics import swd  # noqa: E402
+
+POINTS = ((0.0, 1.0), (1.0, 1.0), (1.0, 0.0))
+NAMES = {(0.0, 1.0): "DCIC_RP", (1.0, 1.0): "DCIC_RDP", (1.0, 0.0): "DCIC_RD"}
 
 
-def _crop(image, size):
-  if not size:
-    return image
+def crops(image: np.ndarray, side: int, count: int) -> list[np.ndarray]:
+  """`count` non-overlapping side×side squares on a grid centred in the image (row-major)."""
   h, w = image.shape[:2]
-  top, left = max((h - size) // 2, 0), max((w - size) // 2, 0)
-  return image[top:top + size, left:left + size]
+  rows, cols = h // side, w // side
+  if rows * cols < count:
+    raise SystemExit(f"error: a {h}x{w} image holds {rows * cols} crops of {side}, not {count}")
+  top, left = (h - rows * side) // 2, (w - cols * side) // 2
+  cells = sorted(((r, c) for r in range(rows) for c in range(cols)),
+                 key=lambda rc: (abs(rc[0] + 0.5 - rows / 2) + abs(rc[1] + 0.5 - cols / 2), rc))[:count]
+  return [image[top + r * side: top + (r + 1) * side, left + c * side: left + (c + 1) * side]
+          for r, c in sorted(cells)]
 
 
-def _psnr(a, b):
-  mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2, axis=(1, 2, 3))
-  return float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))))
+class Scores:
+  """PSNR per crop and the set's patch SWD, with their spreads."""
+
+  def __init__(self, originals: np.ndarray, swd_seeds: int, bootstrap: int, seed: int):
+    self.originals = originals
+    self.swd_seeds, self.bootstrap, self.seed = swd_seeds, bootstrap, seed
+
+  def swd(self, x: np.ndarray, index=None) -> float:
+    idx = np.arange(len(x)) if index is None else index
+    return float(np.mean([score.set_swd(jax.random.fold_in(jax.random.PRNGKey(self.seed + s), 0),
+                                        list(self.originals[idx]), list(x[idx]))
+                          for s in range(self.swd_seeds)])) * 1e3
+
+  def __call__(self, x: np.ndarray) -> dict:
+    mse = np.mean((x.astype(np.float64) - self.originals) ** 2, axis=(1, 2, 3))
+    psnr = 10 * np.log10(255.0**2 / mse)
+    rng = np.random.default_rng(self.seed)
+    boot = [self.swd(x, rng.integers(0, len(x), len(x))) for _ in range(self.bootstrap)]
+    return dict(psnr=float(psnr.mean()), psnr_sd=float(psnr.std(ddof=1)), swd=self.swd(x),
+                swd_sd=float(np.std(boot, ddof=1)) if len(boot) > 1 else float("nan"))
 
 
-def _nfe_to_match(rows) -> str:
-  """The fewest UNet evaluations at which a DCIC point (K_P > 0) is at least as realistic as the
-  Idempotence decoder, as one line."""
-  idem = next(r for r in rows if r["name"] == "Idempotence (dps)")
-  ok = [r for r in rows if r["name"].startswith("DCIC_R") and r["k_p"] and r["swd"] <= idem["swd"]]
+def cheapest_match(rows: list[dict]) -> str:
+  """One line: the fewest forward passes at which DCIC (0, 1) is at least as realistic (patch SWD)
+  as the Idempotence decoder, and how many times fewer passes, forward-equivalents and seconds."""
+  idem = next(r for r in rows if r["name"].startswith("Idempotence"))
+  ok = [r for r in rows if r.get("point") == (0.0, 1.0) and r["swd"] <= idem["swd"]]
   if not ok:
-    return (f"no DCIC point tried (K_P > 0) reaches the Idempotence decoder's patch SWD "
-            f"{idem['swd']:.1f} at {idem['nfe']} UNet evals")
-  best = min(ok, key=lambda r: (r["nfe"], r["swd"]))
-  return (f"Idempotence (dps, N={idem['steps']}): SWD {idem['swd']:.1f}, {idem['psnr']:.2f} dB at "
-          f"{idem['nfe']} UNet evals; DCIC ({best['name']}, K_D={best['k_d']:g}, K_P={best['k_p']:g}, "
-          f"N={best['steps']}) reaches SWD {best['swd']:.1f}, {best['psnr']:.2f} dB at {best['nfe']}: "
-          f"{idem['nfe'] / best['nfe']:.1f}x fewer")
+    return f"no DCIC (0, 1) run tried reaches the Idempotence decoder's SWD {idem['swd']:.1f}"
+  best = min(ok, key=lambda r: (r["fwd"], r["swd"]))
+  return (f"DCIC (0, 1) at N={best['n']}" + (f" from step {best['start']}" if best["start"] else "")
+          + f" is as realistic as the Idempotence decoder (SWD {best['swd']:.1f} vs {idem['swd']:.1f}) "
+          f"with {idem['fwd'] / best['fwd']:.0f}x fewer forward passes "
+          f"({idem['fwd_eq'] / best['fwd_eq']:.0f}x fewer forward-equivalents, "
+          f"{idem['seconds'] / max(best['seconds'], 1e-9):.0f}x less time)")
 
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--prior", required=True)
-  p.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "mbt2018-mean-q2"))
+  p.add_argument("--prior", default=None, help="diffusion prior (default: the shipped one)")
+  p.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "mbt2018-mean-q1"))
   p.add_argument("--images", default=str(REPO / "data" / "images"))
-  p.add_argument("--crop", type=int, default=128)
-  p.add_argument("--max-images", type=int, default=24)
-  p.add_argument("--kd", default="0,0.5,1")
-  p.add_argument("--kp", default="0,0.5,1")
-  p.add_argument("--steps", default="50", help="N, or a comma-separated list of N to compare")
-  p.add_argument("--mode", default="schedule")
-  p.add_argument("--grad", default="xt", help="xt: constraint gradients through ε_θ; x0: codec only")
-  p.add_argument("--start-step", type=int, default=0, help="late start from the noised x̂_b")
-  p.add_argument("--step-size", type=float, default=DCICConfig.step_size, help="η₀ of the schedule mode")
-  p.add_argument("--step-cap", action="store_true", help="cap inner steps at the quadratic model's minimum")
-  p.add_argument("--idempotence-steps", type=int, default=0, help="also run dps K_P=1 with this many steps")
-  p.add_argument("--chunk", type=int, default=1, help="decodes vmapped together (must divide points x images)")
+  p.add_argument("--crop", type=int, default=64)
+  p.add_argument("--crops-per-image", type=int, default=4)
+  p.add_argument("--steps", default="20,50,100", help="DCIC step counts N, from noise")
+  p.add_argument("--start-steps", default="20:10", help="late starts N:k, comma-separated ('' for none)")
+  p.add_argument("--idempotence-steps", type=int, default=1000, help="0: skip the Idempotence decoder")
+  p.add_argument("--zeta", type=float, default=None, help="Idempotence step (default 0.6·crop/256)")
+  p.add_argument("--chunk", type=int, default=0, help="decodes vmapped together (default: all crops)")
+  p.add_argument("--swd-seeds", type=int, default=8)
+  p.add_argument("--bootstrap", type=int, default=16, help="crop resamplings for the SWD spread")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--json", default=None)
   args = p.parse_args(argv)
 
   codec = codec_lib.load(args.checkpoint)
-  info = json.loads((pathlib.Path(args.checkpoint) / "codec.json").read_text())
-  w_d, w_p = weights(info, "reconstruction")
   prior = load_prior(args.prior)
-  images = [_crop(load_rgb(f), args.crop) for f in list_images(args.images)[:args.max_images]]
+  images = [c for f in list_images(args.images) for c in crops(load_rgb(f), args.crop, args.crops_per_image)]
   files = [codec.compress(im, seed=args.seed + k) for k, im in enumerate(images)]
   decoded = [codec.decompress(f) for f in files]
   originals = np.stack(images)
+  chunk = args.chunk or len(images)
+  scores = Scores(originals, args.swd_seeds, args.bootstrap, args.seed)
   bpp = np.mean([8 * len(f) / (im.shape[0] * im.shape[1]) for f, im in zip(files, images)])
-  kd_values = [float(v) for v in args.kd.split(",")]
-  kp_values = [float(v) for v in args.kp.split(",")]
-  points = [(a, b) for a in kd_values for b in kp_values]
-  key = jax.random.key(args.seed)
+  zeta = 0.6 * args.crop / 256 if args.zeta is None else args.zeta
 
-  def realism(x):
-    return swd.swd(key, originals, x).mean * 1e3
-
-  rows = [dict(name="base codec", k_d=None, k_p=None, nfe=0, psnr=_psnr(np.stack([d.image for d in decoded]), originals),
-               swd=realism(np.stack([d.image for d in decoded])))]
-  seconds = {}
-  for steps in [int(v) for v in args.steps.split(",")]:
-    cfg = DCICConfig(num_steps=steps, mode=args.mode, grad=args.grad, step_size=args.step_size,
-                     step_cap=args.step_cap, start_step=args.start_step, w_d=w_d, w_p=w_p)
-    run_steps = args.start_step or steps
-    # forward + G·(forward + backward ≈ 2 forwards) with xt gradients; one forward with x0.
-    nfe = run_steps * (1 + 2 * cfg.inner_steps if args.grad == "xt" else 1)
-    start = time.perf_counter()
-    out = dcic_decode(codec, prior, decoded, cfg, [q[0] for q in points], [q[1] for q in points],
-                      chunk=args.chunk, progress=True)                                   # [G, B, H, W, 3], one compile
-    seconds[steps] = time.perf_counter() - start
-    for (k_d, k_p), x in zip(points, out):
-      name = "sampler" if k_d == k_p == 0 else "DCIC_RD" if k_p == 0 else "DCIC_RP" if k_d == 0 else "DCIC_RDP"
-      rows.append(dict(name=name, k_d=k_d, k_p=k_p, steps=steps, nfe=nfe, psnr=_psnr(x, originals),
-                       swd=realism(x)))
+  rows = [dict(name="base codec", n=0, fwd=0, fwd_eq=0, seconds=0.0,
+               **scores(np.stack([d.image for d in decoded])))]
+  runs = [(int(n), 0) for n in args.steps.split(",") if n]
+  runs += [tuple(int(v) for v in s.split(":")) for s in args.start_steps.split(",") if s]
+  for n, start in runs:
+    cfg = DCICConfig(num_steps=n, start_step=start)
+    t0 = time.perf_counter()
+    out = dcic_decode(codec, prior, decoded, cfg, [q[0] for q in POINTS], [q[1] for q in POINTS],
+                      chunk=chunk, progress=True)
+    seconds = (time.perf_counter() - t0) / len(POINTS)
+    steps = start or n
+    for point, x in zip(POINTS, out):
+      rows.append(dict(name=f"{NAMES[point]} {point}", n=n, start=start, fwd=steps, fwd_eq=steps,
+                       seconds=seconds, point=point, **scores(x)))
   if args.idempotence_steps:
-    idem = DCICConfig(num_steps=args.idempotence_steps, mode="dps", step_size=0.6, w_d=w_d, w_p=1.0)
-    x = dcic_decode(codec, prior, decoded, idem, [0.0], [1.0], chunk=args.chunk, progress=True)[0]
-    rows.append(dict(name="Idempotence (dps)", k_d=0.0, k_p=1.0, steps=args.idempotence_steps,
-                     nfe=3 * args.idempotence_steps, psnr=_psnr(x, originals), swd=realism(x)))
+    n = args.idempotence_steps
+    cfg = DCICConfig(num_steps=n, mode="dps", step_size=zeta, w_p=1.0)
+    t0 = time.perf_counter()
+    x = dcic_decode(codec, prior, decoded, cfg, [0.0], [1.0], chunk=chunk, progress=True)[0]
+    rows.append(dict(name=f"Idempotence (dps, ζ={zeta:g})", n=n, start=0, fwd=n, fwd_eq=3 * n,
+                     seconds=time.perf_counter() - t0, **scores(x)))
 
-  print(f"{len(images)} images ({args.crop or 'full'} px) from {args.images}; codec {args.checkpoint} "
-        f"at {bpp:.4f} bpp (file sizes); prior {prior.name}; N={args.steps}, mode {args.mode}, "
-        f"grad {args.grad}, η₀ {args.step_size:g}{' capped' if args.step_cap else ''}, start step {args.start_step}; grid decode seconds per N: "
-        + ", ".join(f"{n}: {t:.1f}" for n, t in seconds.items()))
-  print("| point | K_D | K_P | N | UNet evals (fwd-equiv.) | PSNR dB | patch SWD x1e3 |")
+  print(f"{len(images)} crops of {args.crop}² ({args.crops_per_image} per image of {args.images}); codec "
+        f"{pathlib.Path(args.checkpoint).name} at {bpp:.4f} bpp (file sizes); prior {prior.name}; "
+        f"device {jax.devices()[0].device_kind}")
+  print("| decoder | N (start) | UNet forward passes | forward-equivalents | seconds (all crops) "
+        "| PSNR dB (± sd over crops) | patch SWD ×1e3 (± bootstrap sd) |")
   print("|---|---|---|---|---|---|---|")
   for r in rows:
-    kd = "" if r["k_d"] is None else f"{r['k_d']:g}"
-    kp = "" if r["k_p"] is None else f"{r['k_p']:g}"
-    print(f"| {r['name']} | {kd} | {kp} | {r.get('steps', '')} | {r['nfe']} | {r['psnr']:.2f} | "
-          f"{r['swd']:.1f} |")
-  if args.idempotence_steps:
-    print(_nfe_to_match(rows))
+    n = "" if not r["n"] else f"{r['n']}" + (f" ({r['start']})" if r.get("start") else "")
+    print(f"| {r['name']} | {n} | {r['fwd']} | {r['fwd_eq']} | {r['seconds']:.1f} | "
+          f"{r['psnr']:.2f} ± {r['psnr_sd']:.2f} | {r['swd']:.1f} ± {r['swd_sd']:.1f} |")
+  if any(r["name"].startswith("Idempotence") for r in rows):
+    print(cheapest_match(rows))
   if args.json:
-    pathlib.Path(args.json).write_text(json.dumps(dict(bpp=bpp, rows=rows), indent=2) + "\n")
+    pathlib.Path(args.json).write_text(json.dumps(dict(bpp=bpp, zeta=zeta, rows=rows), indent=1, default=str) + "\n")
 
 
 if __name__ == "__main__":

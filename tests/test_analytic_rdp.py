@@ -2,8 +2,9 @@
 
 The bound's ingredients (D*, W2(p_X, p_X*), D(P)) against brute-force Monte Carlo and quadrature;
 the analytic ε against the autodiff score of the noised mixture; and the real DCIC decoder on the
-toy codec: K = 0 reproduces the source law, K_D → 1 lands on the base codec's distortion, K_P
-keeps the samples in their quantisation cells near the bound's P = 0 end.
+toy codec: K = 0 reproduces the source law, D falls monotonically with K_D to within 5 % of the
+base codec's, K_P walks the samples monotonically into their quantisation cells, and K_P = 1 lands
+near the bound's P = 0 end.
 """
 import functools
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from dcic_jax.codecs import toy
-from dcic_jax.dcic import calibrate, constraints, grid, sampler
+from dcic_jax.dcic import constraints, grid, sampler
 from dcic_jax.diffusion import analytic, samplers, schedules
 from dcic_jax.metrics.swd import w2_1d
 
@@ -153,9 +154,12 @@ def test_toy_codec_contract_and_mmse_base_reconstruction():
 
 # ---- the real DCIC decoder on the toy codec ------------------------------------------------------
 
-N_STEPS = 250
+N_STEPS = 100
 SHAPE = (1, 32, 32, 3)
 STEP = 0.4
+AXIS = (0.0, 0.25, 0.5, 0.75, 1.0)
+K_D = AXIS + (0.0,) * 4            # the K_D axis at K_P = 0, then the K_P axis at K_D = 0
+K_P = (0.0,) * 5 + AXIS[1:]
 
 
 @functools.lru_cache(maxsize=None)
@@ -166,14 +170,15 @@ def _setup(name: str):
   x = analytic.sample(source, jax.random.key(10), SHAPE)
   y_hat, mu = toy.encode(params, jnp.asarray(x, jnp.float32))
   target = constraints.make_target(codec.fns, params, y_hat, mu)
-  w_p = float(calibrate.gradient_ratio(codec.fns, params, target, jax.random.key(11), "reconstruction")[0])
   dec = grid.GridDecoder(analytic.eps_fn(source, FULL), codec.fns, schedules.respace(FULL, N_STEPS),
-                         sampler.DCICConfig(num_steps=N_STEPS, eta=1.0, w_p=w_p))
+                         sampler.DCICConfig(num_steps=N_STEPS, eta=1.0))
   keys = sampler.header_key((1 << 40) + 3)[None]
-  k_d = np.array([0.0, 0.5, 1.0, 0.0])
-  k_p = np.array([0.0, 0.0, 0.0, 0.5])
-  out = np.asarray(dec(None, params, target, keys, k_d, k_p))[:, 0]
+  out = np.asarray(dec(None, params, target, keys, np.array(K_D), np.array(K_P)))[:, 0]
   return source, codec, x, target, out
+
+
+def _d(out, x):
+  return np.mean((out - x) ** 2, axis=tuple(range(1, out.ndim)))
 
 
 @pytest.mark.parametrize("name", ["gauss", "gmm"])
@@ -186,25 +191,37 @@ def test_zero_weights_reproduce_the_source_law(name):
 
 
 @pytest.mark.parametrize("name", ["gauss", "gmm"])
-def test_growing_k_d_drives_d_to_the_base_codec(name):
+def test_k_d_walks_d_down_to_the_base_codec(name):
+  """D falls monotonically with K_D; K_D = 1 (the distortion ball, κ·D_q) costs ≤ 5 % over x̂_b."""
   _, _, x, target, out = _setup(name)
-  d = np.mean((out[:3] - x) ** 2, axis=(1, 2, 3))
+  d = _d(out[:5], x)
   d_base = np.mean((np.asarray(target.x_b[0]) - x) ** 2)
   assert np.all(np.diff(d) < 0), d
-  np.testing.assert_allclose(d[-1], d_base, rtol=0.03)
+  assert d_base <= d[-1] <= 1.05 * d_base, (d[-1], d_base)
+
+
+@pytest.mark.parametrize("name", ["gauss", "gmm"])
+def test_k_p_walks_the_samples_into_their_cells(name):
+  """The share of values that re-encode to another cell falls with K_P, to none at K_P = 1."""
+  _, _, _, target, out = _setup(name)
+  outside = [np.mean(np.round(o / STEP) != np.asarray(target.y_hat[0])) for o in out[[0, 5, 6, 7, 8]]]
+  assert np.all(np.diff(outside) <= 0) and outside[0] > 0.5, outside
+  assert outside[-1] == 0.0, outside
 
 
 @pytest.mark.parametrize("name", ["gauss", "gmm"])
 def test_idempotence_lands_near_the_posterior_end_of_the_bound(name):
   source, codec, x, target, out = _setup(name)
-  x_hat = out[3]
-  assert np.mean(np.round(x_hat / STEP) == np.asarray(target.y_hat[0])) > 0.98
+  x_hat = out[8]                                     # DCIC_RP: (0, 1)
   d_star = codec.theory(STEP)[0].d_star
   d = np.mean((x_hat - x) ** 2)
   p = analytic.w2_sq_to_atoms(source, x_hat)
-  print(f"K_P = 0.5: D/D* = {d / d_star:.3f}, P/D* = {p / d_star:.4f}")
-  # Near the posterior end (2D*, 0), within what the experiment measures for the surrogate.
-  assert 1.3 < d / d_star < 2.4 and p < 0.35 * d_star, (d / d_star, p / d_star)
-  assert d < 1.4 * toy.dp_bound(p, d_star, np.sqrt(d_star)), (d / d_star, p / d_star)
+  print(f"DCIC_RP: D/D* = {d / d_star:.3f}, P/D* = {p / d_star:.4f}")
+  # Between the MMSE point (D*, D*) and the posterior sample (2D*, 0), near the bound.
+  assert 1.2 < d / d_star < 2.3 and p < 0.25 * d_star, (d / d_star, p / d_star)
+  # The conditional-mean step takes x0 | x_t to be Gaussian: exact for the Gaussian source, a
+  # bias for the mixture's coarse cells (docs/dcic.md), where the ratio to the bound is larger.
+  slack = {"gauss": 1.2, "gmm": 1.6}[name]
+  assert d < slack * toy.dp_bound(p, d_star, np.sqrt(d_star)), (d / d_star, p / d_star)
   prior_d = np.mean((out[0] - x) ** 2)               # K = 0: an independent prior draw
   assert prior_d > 2 * d

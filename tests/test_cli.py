@@ -140,6 +140,8 @@ def test_dcic_grid_writes_every_point_and_its_settings(tmp_path, ckpt, small_fil
     (["{tmp}/o.png", "--kd", "1", "--prior", "{tmp}/missing"], "prior not found"),
     (["{tmp}/o.png", "--kd", "1", "--prior", "analytic:x"], "analytic"),
     (["{tmp}/o.png", "--kd", "1", "--prior", "analytic:0.5", "--steps", "0"], "num_steps"),
+    (["--grid", "0,1x0,2", "--out-dir", "{tmp}/g", "--prior", "analytic:0.5"], "in [0, 1]"),
+    (["{tmp}/o.png", "--kp", "1.5", "--prior", "analytic:0.5"], "in [0, 1]"),
 ])
 def test_dcic_user_errors_are_one_line(tmp_path, ckpt, small_file, capsys, args, match):
   args = [a.replace("{tmp}", str(tmp_path)) for a in args]

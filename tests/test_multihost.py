@@ -350,7 +350,8 @@ def test_initialize_stays_single_without_a_cluster(monkeypatch):
 
 def test_dry_run_estimate_adds_up():
   est = sweep.estimate(rates=4, images=24, points=9, steps=100, seconds_per_call=0.05,
-                       devices=8, hosts=2, chunk=2, calls_per_step=sweep.unet_calls_per_step(),
+                       devices=8, hosts=2, chunk=2,
+                       calls_per_step=sweep.unet_calls_per_step("schedule", "xt", 1),
                        compile_seconds=30)
   # 8 devices, 24 images: mesh 1 grid x 8 data, 3 images per device; the grid pads to whole
   # chunks of 2: 10 points x 3 images = 30 items -> 15 chunks per device.
@@ -359,4 +360,5 @@ def test_dry_run_estimate_adds_up():
   assert est.wall_seconds == pytest.approx(4 * est.seconds_per_rate)
   text = est.format()
   assert "864 decodes" in text and "2 host(s)" in text and "in all" in text
-  assert sweep.unet_calls_per_step("dps") == 3 and sweep.unet_calls_per_step(grad="x0") == 1
+  assert sweep.unet_calls_per_step("dps") == 3 and sweep.unet_calls_per_step("schedule", "x0") == 1
+  assert sweep.unet_calls_per_step() == 1        # the default project mode: one forward a step

@@ -78,8 +78,8 @@ def test_stages_write_files_report_and_resume(tmp_path, exports, capsys):
 
   # A lost output is redone alone; a new DCIC setting decodes afresh.
   (wd / "decoded" / "bmshj2018-q3" / "kd1_kp1" / "kodim15_crop.png").unlink()
-  pipeline.run(_config(exports, kp="0,1,2"), str(wd))
-  assert (wd / "decoded" / "bmshj2018-q3" / "kd1_kp2" / "kodim15_crop.png").is_file()
+  pipeline.run(_config(exports, kp="0,0.5,1"), str(wd))
+  assert (wd / "decoded" / "bmshj2018-q3" / "kd1_kp0.5" / "kodim15_crop.png").is_file()
   after = _tree(wd)
   assert after["files/bmshj2018-q3/kodim04_crop.dcic"] == before["files/bmshj2018-q3/kodim04_crop.dcic"]
 
@@ -88,7 +88,7 @@ def test_bad_config_values_are_one_line_errors(tmp_path, exports):
   from dcic_jax import pipeline
   from dcic_jax.errors import UserError
   for field, value, match in (("kd", "a,b", "dcic.kd"), ("mode", "nope", "mode"),
-                              ("rates", "nope-q9", "dcic.rates")):
+                              ("kp", "0,2", r"in \[0, 1\]"), ("rates", "nope-q9", "dcic.rates")):
     config = _config(exports, **{field: value})
     with pytest.raises(UserError, match=match):
       pipeline.run(config, str(tmp_path / field))

@@ -1,4 +1,6 @@
-"""Calibration constants w_D, w_P: what "K = 1" means for a codec.
+"""Calibration constants w_D, w_P of the penalty modes (`schedule`, `dps`): what "K = 1" means there.
+
+The default `project` mode needs none: its factors are fractions of the way to each constraint.
 
 ℓ_D and ℓ_P are sums of squares of very different residuals (pixels vs re-decoded pixels or
 latents), so their raw gradients differ by orders of magnitude between codecs and variants. We fix

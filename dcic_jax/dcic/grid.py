@@ -11,7 +11,7 @@ differ from 1 × 4 by up to 2.7e-7 (tests/test_multihost.py), well below one 8-b
 
 K_D and K_P are traced arrays, so every grid of the same length reuses one compiled program.
 Multi-host: call `jax.distributed.initialize()` first; the mesh spans the global devices and the
-same code runs on every host (README, "TPU pods").
+same code runs on every host (docs/scaling.md).
 """
 import contextlib
 import math

@@ -1,10 +1,15 @@
 """The DCIC decoder: reverse diffusion pulled toward the distortion and idempotence constraints.
 
-DESIGN §2 is the specification. For one image (everything here is per image; `grid.py` vmaps it
-over images and over (K_D, K_P) pairs), with N respaced steps and the key from the header seed:
+For one image (everything here is per image; `grid.py` vmaps it over images and over (K_D, K_P)
+pairs), with N respaced steps and the key from the header seed:
 
   x = N(fold_in(key, N+1))                       (or a late start from x̂_b at step `start_step`)
   for i = N … 1 (one jax.lax.scan), t = τ_i, z_i = N(fold_in(key, i)):
+    project mode (default; `projections.py` has the two sets):
+      u = x̂0(x_t)                                              the prior's estimate
+      u ← u + K_D·(Π_B(u) − u)                                   distortion: toward the ball B
+      u ← u + K_P·(E[u0 | Q(g_a(u0)) = ŷ, u0 ~ N(u, v_t·I)] − u)   idempotence: toward the cells
+      then the DDIM(η) step from x_t with x̂0 = u.
     schedule mode: G inner optax steps on
         L(x) = K_D·w_D·ℓ_D(x̂0(x)) + K_P·w_P·ℓ_P(x̂0(x)) + λ·‖x − x⁰‖²,   step η₀·√ᾱ_t
         (with `step_cap`, at most the step to the minimum of the constraint term's quadratic model)
@@ -14,14 +19,25 @@ over images and over (K_D, K_P) pairs), with N respaced steps and the key from t
       then the DDIM(η) step from the result with z_i.
     dps mode (Chung et al. 2023; the Idempotence decoder of Xu et al. 2024 when K_D = 0):
       x' = DDIM(η) step from x_t, then x ← x' − ζ·∇_{x_t}[K_D·w_D·‖x̂0 − x̂_b‖ + K_P·w_P·‖r_P‖].
+  project mode, after the last step (t = 0): u ← u + K_D·(Π_B(u) − u), u ← u + K_P·(Π_I(u) − u).
   return x̂0 of the last step (= x_0, since ᾱ_{τ_0} = 1).
 
-With K_D = K_P = 0 the inner updates are exactly zero, so the result equals the plain DDIM(η)
-sampler with the same key bit for bit (a test pins it). K_D and K_P are traced values: any grid
-of them reuses one compiled program.
+In project mode K_D and K_P are fractions of the way to each constraint's set, so they mean the
+same for every codec, prior, image size and step count, with no step size: K = 0 leaves the
+constraint off, K = 1 puts every step's x̂0 in the distortion ball / at the idempotent mean and
+makes the output idempotent (re-encoding it gives ŷ). v_t = σ²(1−ᾱ_t)/(ᾱ_t·σ² + 1−ᾱ_t) is the
+variance of x0 given x_t for data of standard deviation σ = `data_std`. docs/dcic.md explains the
+choices. The penalty modes keep the calibrated weights w_D, w_P (`calibrate.py`) for comparison.
 
-Noise is threefry2x32 with `jax_threefry_partitionable` pinned on (the header's PRNG tag), so a
-decode is independent of the device count and of a future change of JAX defaults.
+With K_D = K_P = 0 the updates are exactly zero, so the result is the plain DDIM(η) sampler with
+the same key (bit for bit in the penalty modes; in the project mode to a few ulps, as XLA fuses
+that larger program differently: docs/dcic.md, Determinism). K_D and K_P are traced values: any
+grid of them reuses one compiled program.
+
+Noise is threefry2x32 with `jax_threefry_partitionable` pinned on (the header's PRNG tag), so the
+noise does not depend on the device count or on a future change of JAX defaults. Keys:
+fold_in(key, N+1) start noise, fold_in(key, i) step i's noise, fold_in(key, N+2) and N+3 the
+probes of `projections.latent_gain` and `projections.quantisation_error`.
 """
 import dataclasses
 from typing import Any, Callable
@@ -31,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dcic_jax.dcic import constraints
+from dcic_jax.dcic import constraints, projections
 from dcic_jax.dcic.constraints import CodecFns, Target
 from dcic_jax.diffusion.samplers import (EpsFn, ddim_step, ddim_step_from_x0, predict_x0,
                                          step_coefs, step_noise)
@@ -39,7 +55,7 @@ from dcic_jax.diffusion.schedules import Schedule
 from dcic_jax.errors import BitstreamError, UserError
 
 PRNG_IMPL = "threefry2x32"   # the only tag this decoder reads (partitionable threefry, see above)
-MODES = ("schedule", "dps")
+MODES = ("project", "schedule", "dps")
 GRADS = ("xt", "x0")
 OPTIMIZERS = ("sgd", "adam")
 
@@ -48,8 +64,18 @@ OPTIMIZERS = ("sgd", "adam")
 class DCICConfig:
   """Static settings of a decode (everything but K_D, K_P, which are traced)."""
   num_steps: int = 100          # N: respaced reverse steps
+  mode: str = "project"         # "project" (K = fraction of the way to each constraint's set),
+                                # "schedule" (penalty, CoPaint-style inner loop) or "dps" (penalty,
+                                # one gradient step after the sampler step)
+  eta: float = 1.0              # DDIM η of the sampler step (1: DDPM posterior variance, 0: deterministic)
+  start_step: int = 0           # 0: start from pure noise at τ_N; k in 1..N: start at τ_k from x̂_b (late start)
+  # project mode:
+  ball: float = 0.02            # κ: the distortion set is ‖u − x̂_b‖² ≤ κ·D_q (0: the point x̂_b)
+  margin: float = 0.05          # the final idempotence projection aims this far inside each cell (latent units)
+  cg_iters: int = 4             # conjugate-gradient iterations of each idempotence step
+  data_std: float = 0.5         # σ of the data in [−1, 1] units, for the x̂0 variance v_t
+  # schedule and dps modes (penalty form):
   inner_steps: int = 1          # G: optax steps per outer step (schedule mode)
-  mode: str = "schedule"        # "schedule" (CoPaint-style inner loop) or "dps" (one step after the sampler step)
   grad: str = "xt"              # "xt": gradient through ε_θ; "x0": through the codec only (schedule mode)
   optimizer: str = "sgd"        # inner optimiser, state reset every outer step: "sgd" or "adam"
   step_size: float = 0.5        # η₀ (schedule: step η₀·√ᾱ_t) or ζ (dps: fixed)
@@ -57,10 +83,8 @@ class DCICConfig:
                                 # term's quadratic model along the update (one Hessian-vector
                                 # product more per inner step)
   prox: float = 1.0             # λ: weight of ‖x − x⁰‖², which keeps G > 1 inner steps near the sampler's x
-  eta: float = 1.0              # DDIM η of the sampler step (1: DDPM posterior variance, 0: deterministic)
   variant: str = "reconstruction"  # ℓ_P variant: "reconstruction" or "latent"
   hinge: float | None = None    # δ: hinge ℓ_D allowing a per-pixel MSE of δ ([−1, 1] units); None: plain
-  start_step: int = 0           # 0: start from pure noise at τ_N; k in 1..N: start at τ_k from x̂_b (late start)
   w_d: float = 1.0              # calibration of ℓ_D (K_D = 1 is full strength for this codec/prior pair)
   w_p: float = 1.0              # calibration of ℓ_P
 
@@ -77,6 +101,29 @@ class DCICConfig:
       raise UserError(f"start_step {self.start_step} is outside 0..{self.num_steps}")
     if self.mode == "dps" and self.grad != "xt":
       raise UserError("dps mode differentiates through ε_θ: it needs grad='xt'")
+    if self.ball < 0 or not 0 <= self.margin < 0.5 or self.cg_iters < 1 or not self.data_std > 0:
+      raise UserError(f"project mode needs ball >= 0, 0 <= margin < 0.5, cg_iters >= 1 and "
+                      f"data_std > 0, got {self.ball}, {self.margin}, {self.cg_iters}, {self.data_std}")
+
+
+def config_from(fields, **overrides) -> DCICConfig:
+  """A DCICConfig from any mapping that names its fields (a config block, parsed flags); other keys
+  are ignored, `overrides` win. The one place a study's or a command line's settings become one."""
+  names = {f.name for f in dataclasses.fields(DCICConfig)}
+  return DCICConfig(**{**{k: v for k, v in dict(fields).items() if k in names}, **overrides})
+
+
+def check_factors(cfg: DCICConfig, values) -> None:
+  """One clear line for factors outside their meaningful range: [0, 1] in the project mode (a
+  fraction of the way to a constraint), ≥ 0 in the penalty modes (a weight)."""
+  values = [float(v) for v in values]
+  high = 1.0 if cfg.mode == "project" else float("inf")
+  bad = [v for v in values if not 0.0 <= v <= high]
+  if bad:
+    meaning = ("fractions of the way to each constraint, in [0, 1]" if cfg.mode == "project"
+               else "penalty weights, finite and >= 0")
+    raise UserError(f"K_D and K_P are {meaning} in {cfg.mode} mode; got {bad[0]:g}")
+
 
 def header_key(seed: int, prng_impl: str = PRNG_IMPL) -> jax.Array:
   """The decoder key from a header's 64-bit seed: raw threefry key data (hi, lo), no hashing."""
@@ -86,6 +133,12 @@ def header_key(seed: int, prng_impl: str = PRNG_IMPL) -> jax.Array:
   if not 0 <= seed < 2**64:
     raise BitstreamError(f"seed {seed} is not a 64-bit unsigned integer")
   return jnp.asarray(np.array([seed >> 32, seed & 0xFFFFFFFF], np.uint32))
+
+
+def x0_variance(schedule: Schedule, data_std: float) -> np.ndarray:
+  """[N] float64 v_t = Var[x0 | x_t] = σ²(1−ᾱ_t)/(ᾱ_t·σ² + 1−ᾱ_t) for N(0, σ²) data, per step."""
+  ab = np.asarray(schedule.alphas_cumprod, np.float64)
+  return data_std**2 * (1.0 - ab) / (ab * data_std**2 + 1.0 - ab)
 
 
 DecodeFn = Callable[[Any, Any, Target, jax.Array, jax.Array, jax.Array], jax.Array]
@@ -103,6 +156,7 @@ def make_decode_one(eps_fn: EpsFn, codec: CodecFns, schedule: Schedule, cfg: DCI
   first = cfg.start_step or n
   timesteps = jnp.asarray(schedule.timesteps, jnp.int32)
   inner_opt = optax.sgd(1.0) if cfg.optimizer == "sgd" else optax.adam(1.0)
+  x0_var = jnp.asarray(x0_variance(schedule, cfg.data_std), jnp.float32)   # [N], step i at i − 1
 
   def decode(prior_params, codec_params, target: Target, key_data, k_d, k_p):
     key = jax.random.wrap_key_data(key_data, impl=PRNG_IMPL)
@@ -167,7 +221,25 @@ def make_decode_one(eps_fn: EpsFn, codec: CodecFns, schedule: Schedule, cfg: DCI
       grad, x_s = jax.grad(guided, has_aux=True)(x_t)
       return x_s - cfg.step_size * grad
 
-    step = schedule_step if cfg.mode == "schedule" else dps_step
+    def project(u, k_p_step):
+      """The two constraint steps on x̂0 = u, in this order; `k_p_step(u)` is the idempotence target."""
+      u = u + k_d * (projections.ball_projection(u, target.x_b, radius_sq) - u)
+      return u + k_p * (k_p_step(u) - u)
+
+    def project_step(x_t, i):
+      t_B = jnp.full((1,), timesteps[i - 1], jnp.int32)
+      c = step_coefs(schedule, i)
+      z = step_noise(key, i, shape)
+      u = predict_x0(x_t, eps_fn(prior_params, x_t, t_B), c)
+      u = project(u, lambda v: projections.conditional_mean(codec, codec_params, v, target,
+                                                            x0_var[i - 1], gain, cfg.cg_iters))
+      return ddim_step_from_x0(x_t, jnp.clip(u, -1.0, 1.0), i, z, schedule, cfg.eta)
+
+    if cfg.mode == "project":
+      radius_sq = cfg.ball * projections.quantisation_error(codec, codec_params, target,
+                                                            jax.random.fold_in(key, n + 3))
+      gain = projections.latent_gain(codec, codec_params, target, jax.random.fold_in(key, n + 2))
+    step = {"project": project_step, "schedule": schedule_step, "dps": dps_step}[cfg.mode]
     noise = step_noise(key, n + 1, shape)
     if first == n:
       x = noise
@@ -181,6 +253,10 @@ def make_decode_one(eps_fn: EpsFn, codec: CodecFns, schedule: Schedule, cfg: DCI
       return x, None
 
     x, _ = jax.lax.scan(body, x, jnp.arange(first, 0, -1, dtype=jnp.int32))
+    if cfg.mode == "project":   # t = 0: the last step's x̂0 into the sets, idempotence exactly
+      x = jnp.clip(project(x, lambda v: projections.projection(codec, codec_params, v, target,
+                                                               cfg.margin, cg_iters=cfg.cg_iters)),
+                   -1.0, 1.0)
     return x[0]
 
   return decode

@@ -109,9 +109,9 @@ def build_report(workdir, measurements: dict, config) -> pathlib.Path:
   if dcic_names:
     setting = json.loads((workdir / "decoded" / dcic_names[0] / "setting.json").read_text())
     d = setting["dcic"]
-    doc.para(f"DCIC decoder: prior `{setting['prior']}`, {d['num_steps']} steps, mode "
-             f"{d['mode']}, grad {d['grad']}, start step {d['start_step']}, ℓ_P variant "
-             f"{d['variant']}, grid K_D ∈ {{{d['kd']}}} × K_P ∈ {{{d['kp']}}}. DCIC_RD is "
+    doc.para(f"DCIC decoder: prior `{setting['prior']}`, {d['num_steps']} steps, start step "
+             f"{d['start_step']}, mode {d['mode']}, grid K_D ∈ {{{d['kd']}}} × K_P ∈ "
+             f"{{{d['kp']}}}. " + k_meaning(d) + " DCIC_RD is "
              "K_P = 0 at the largest K_D, DCIC_RP is K_D = 0 at the largest K_P, DCIC_RDP is "
              "K_D = K_P = 1.")
 
@@ -165,6 +165,20 @@ def build_report(workdir, measurements: dict, config) -> pathlib.Path:
               [[k, f"{stages[k]['seconds']:.1f}", stages[k]["finished"]] for k in STAGES
                if k in stages])
   return doc.write(out, "dcic_jax results")
+
+
+def k_meaning(dcic: dict) -> str:
+  """What K_D and K_P mean for a decode's settings (config.dcic), in one paragraph."""
+  if dcic.get("mode", "project") != "project":
+    return ("K_D and K_P weight the penalty terms of the distortion and idempotence constraints "
+            "(the penalty form, calibrated per codec by w_D, w_P in codec.json).")
+  return ("K_D is the fraction of the way each reverse step moves the estimate x̂0 toward the "
+          f"distortion set, the ball ‖x̂0 − x̂_b‖² ≤ {dcic.get('ball', 0.02):g}·D_q around the "
+          "base reconstruction (D_q: the squared error the quantisation cells explain); K_P the "
+          "fraction of the way toward x̂0's mean given that re-encoding gives the file's latents "
+          "back, and after the last step toward the nearest such image. K = 0 turns a constraint "
+          "off; K_D = 1 keeps the output in the ball, K_P = 1 makes it re-encode to the file "
+          "exactly (docs/dcic.md).")
 
 
 def headline_markdown(measurements: dict) -> str:
