@@ -10,6 +10,8 @@ from dcic_jax.diffusion.train import default_prior_config
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0                         # root seed of every PRNG key in training (no hidden default seeds)
+  config.max_pixels = 0                   # largest image decoded (image files, .dcic files); 0 = $DCIC_MAX_PIXELS or
+                                          # dcic_jax/limits.py's default 2**26 (docs/reliability.md)
 
   # ---- base codec (codecs/registry.py) ----
   config.codec = ml_collections.ConfigDict()

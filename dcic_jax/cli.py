@@ -8,7 +8,8 @@ DCIC decoder (a diffusion prior from --prior) at one (K_D, K_P) point, or at eve
 grid "K_D values x K_P values" in one compiled call (one PNG per point plus settings.json).
 
 User errors (bad files, wrong model, bad flags) print one line and exit with status 2; outputs
-are written atomically, so a failed run never leaves a partial file.
+are written atomically, so a failed run never leaves a partial file. Images larger than the pixel
+limit (--max-pixels, `limits.py`) are refused before they are decoded.
 """
 import argparse
 import dataclasses
@@ -17,6 +18,7 @@ import math
 import pathlib
 import sys
 
+from dcic_jax import limits
 from dcic_jax.errors import UserError, exit_code
 
 SHIPPED = pathlib.Path(__file__).resolve().parent.parent / "checkpoints"
@@ -61,6 +63,9 @@ def _decompress(args) -> None:
     points = [(a, b) for a in kd_values for b in kp_values]
   else:
     points = [(args.kd or 0.0, args.kp or 0.0)]
+  if dcic:  # flags first: a bad factor or step count is refused before anything is decoded
+    from dcic_jax.dcic.sampler import check_factors, config_from
+    check_factors(config_from(vars(args)), [v for point in points for v in point])
   data = bitstream.read_file(args.input)
   header, _ = bitstream.unpack(data)
   ckpt = pathlib.Path(args.checkpoint) if args.checkpoint else find_checkpoint(header)
@@ -72,12 +77,10 @@ def _decompress(args) -> None:
     return
   from dcic_jax.dcic.calibrate import weights
   from dcic_jax.dcic.decode import dcic_decode
-  from dcic_jax.dcic.sampler import check_factors, config_from
   from dcic_jax.diffusion.prior import load_prior
   info = json.loads((ckpt / "codec.json").read_text())
   w_d, w_p = weights(info, args.variant)
   cfg = config_from(vars(args), w_d=w_d, w_p=w_p)
-  check_factors(cfg, [v for point in points for v in point])
   prior = load_prior(args.prior)
   if "dcic" not in info and cfg.mode != "project":
     print(f"note: {ckpt} has no DCIC calibration (python -m dcic_jax.dcic.calibrate {ckpt}); "
@@ -117,14 +120,19 @@ def _grid(text: str) -> tuple[list[float], list[float]]:
   return values[0], values[1]
 
 
-def _weight(text: str) -> float:
-  try:
-    v = float(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-  if not math.isfinite(v) or v < 0:
-    raise argparse.ArgumentTypeError(f"weights must be finite and >= 0, got {text}")
-  return v
+def number(kind=float, low=None, high=None):
+  """argparse type: a finite number of `kind` in [low, high] (None: unbounded)."""
+  def parse(text: str):
+    try:
+      v = kind(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+    if not math.isfinite(v) or (low is not None and v < low) or (high is not None and v > high):
+      what = "an integer" if kind is int else "a finite number"
+      bounds = [f"{op} {b:g}" for op, b in ((">=", low), ("<=", high)) if b is not None]
+      raise argparse.ArgumentTypeError(f"must be {what} {' and '.join(bounds)}, got {text}")
+    return v
+  return parse
 
 
 def seed_type(bits: int):
@@ -140,57 +148,83 @@ def seed_type(bits: int):
   return parse
 
 
+class Parser(argparse.ArgumentParser):
+  """argparse with its refusals as a UserError (one `error:` line, status 2), not a usage block;
+  subparsers inherit it."""
+
+  def error(self, message: str):
+    raise UserError(f"{self.prog}: {message} (see --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
   from dcic_jax.dcic.sampler import MODES, DCICConfig
   defaults = DCICConfig()
-  p = argparse.ArgumentParser(prog="python -m dcic_jax", description=__doc__.splitlines()[0])
+  p = Parser(prog="python -m dcic_jax", description=__doc__.splitlines()[0])
   sub = p.add_subparsers(dest="command", required=True)
   c = sub.add_parser("compress", help="image -> .dcic file")
   c.add_argument("input")
   c.add_argument("output")
   c.add_argument("--checkpoint", required=True, help="codec export directory (e.g. checkpoints/bmshj2018-q3)")
   c.add_argument("--seed", type=seed_type(64), default=0, help="decoder noise seed stored in the header (0..2**64-1)")
+  c.add_argument("--max-pixels", type=_limit, default=None, help=f"pixel limit on the input image (default "
+                 f"${limits.ENV_VAR} or {limits.DEFAULT_MAX_PIXELS})")
   c.set_defaults(fn=_compress)
   d = sub.add_parser("decompress", help=".dcic file -> PNG")
   d.add_argument("input")
   d.add_argument("output", nargs="?", default=None)
   d.add_argument("--checkpoint", default=None, help="codec export directory (default: the shipped one that matches)")
+  d.add_argument("--max-pixels", type=_limit, default=None, help=f"largest image the file may declare (default "
+                 f"${limits.ENV_VAR} or {limits.DEFAULT_MAX_PIXELS})")
   g = d.add_argument_group("DCIC decoder (any of --kd/--kp/--grid turns it on)")
-  g.add_argument("--kd", type=_weight, default=None, help="distortion factor K_D in [0, 1] (default 0)")
-  g.add_argument("--kp", type=_weight, default=None, help="idempotence (perception) factor K_P in [0, 1] (default 0)")
+  g.add_argument("--kd", type=number(low=0.0), default=None, help="distortion factor K_D: in [0, 1] in the project mode, "
+                 "a weight >= 0 in schedule / dps (default 0)")
+  g.add_argument("--kp", type=number(low=0.0), default=None, help="idempotence (perception) factor K_P: in [0, 1] in the project "
+                 "mode, a weight >= 0 in schedule / dps (default 0)")
   g.add_argument("--grid", default=None, help='K_D values x K_P values, e.g. "0,0.5,1x0,0.5,1"')
   g.add_argument("--out-dir", default=None, help="folder for the grid's PNGs and settings.json")
   g.add_argument("--prior", default=None, help="diffusion prior: train workdir, diffusers/guided-diffusion "
                  "checkpoint, or analytic:STD (default: the shipped prior)")
-  g.add_argument("--steps", dest="num_steps", type=int, default=defaults.num_steps, help="reverse steps N")
-  g.add_argument("--start-step", type=int, default=defaults.start_step, help="late start at step k (0: from noise)")
-  g.add_argument("--eta", type=float, default=defaults.eta, help="DDIM eta of the sampler step")
+  g.add_argument("--steps", dest="num_steps", type=number(int, 1), default=defaults.num_steps, help="reverse steps N")
+  g.add_argument("--start-step", type=number(int, 0), default=defaults.start_step, help="late start at step k (0: from noise)")
+  g.add_argument("--eta", type=number(low=0.0), default=defaults.eta, help="DDIM eta of the sampler step")
   g.add_argument("--mode", choices=MODES, default=defaults.mode,
                  help="project (default: K = fraction of the way to each constraint), or the penalty "
                  "forms schedule / dps")
-  g.add_argument("--ball", type=float, default=defaults.ball,
+  g.add_argument("--ball", type=number(low=0.0), default=defaults.ball,
                  help="project: distortion set |x - x_b|^2 <= BALL * D_q (0: x_b itself)")
-  g.add_argument("--margin", type=float, default=defaults.margin,
+  g.add_argument("--margin", type=number(low=0.0), default=defaults.margin,
                  help="project: how far inside its cell the final projection puts each latent")
-  g.add_argument("--cg-iters", type=int, default=defaults.cg_iters, help="project: CG iterations per step")
+  g.add_argument("--cg-iters", type=number(int, 1), default=defaults.cg_iters, help="project: CG iterations per step")
   g.add_argument("--grad", choices=("xt", "x0"), default=defaults.grad, help="schedule: gradient through")
-  g.add_argument("--inner", dest="inner_steps", type=int, default=defaults.inner_steps,
+  g.add_argument("--inner", dest="inner_steps", type=number(int, 0), default=defaults.inner_steps,
                  help="schedule: inner optimiser steps G")
   g.add_argument("--optimizer", choices=("sgd", "adam"), default=defaults.optimizer)
-  g.add_argument("--step-size", type=float, default=defaults.step_size, help="eta_0 (schedule) or zeta (dps)")
+  g.add_argument("--step-size", type=number(low=0.0), default=defaults.step_size, help="eta_0 (schedule) or zeta (dps)")
   g.add_argument("--step-cap", action="store_true",
                  help="schedule: cap each inner step at the constraint's quadratic-model minimum")
-  g.add_argument("--prox", type=float, default=defaults.prox, help="schedule: weight of |x - x0|^2 in the inner loss")
+  g.add_argument("--prox", type=number(low=0.0), default=defaults.prox, help="schedule: weight of |x - x0|^2 in the inner loss")
   g.add_argument("--variant", choices=("reconstruction", "latent"), default=defaults.variant,
                  help="schedule / dps: the idempotence residual")
-  g.add_argument("--chunk", type=int, default=1, help="grid points decoded together per device")
+  g.add_argument("--chunk", type=number(int, 1), default=1, help="grid points decoded together per device")
   d.set_defaults(fn=_decompress)
   return p
 
 
+def _limit(text: str) -> int:
+  try:
+    return limits.parse(text, "the pixel limit")
+  except UserError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main(argv=None) -> int:
+  return exit_code(_run, argv)
+
+
+def _run(argv) -> None:
   args = build_parser().parse_args(argv)
-  return exit_code(args.fn, args)
+  limits.configure(args.max_pixels)
+  args.fn(args)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,18 @@ class BitstreamError(UserError):
   """A .dcic file that cannot be decoded (truncated, corrupted, wrong model, wrong version...)."""
 
 
+def report(e: UserError) -> int:
+  """Prints a UserError as one `error:` line (its whitespace, newlines included, collapsed) on
+  stderr; returns the exit status 2."""
+  import sys
+  print("error: " + " ".join(str(e).split()), file=sys.stderr)
+  return 2
+
+
 def exit_code(fn, *args) -> int:
   """Run fn(*args) for a command line: a UserError becomes one `error:` line and status 2."""
-  import sys
   try:
     fn(*args)
   except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    return report(e)
   return 0

@@ -4,7 +4,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dcic_jax.errors import UserError
+from dcic_jax import limits
+from dcic_jax.errors import UserError, report
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).", lock_config=True)
@@ -22,15 +23,24 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   from dcic_jax import pipeline, sharding
   try:
+    limits.configure(FLAGS.config.get("max_pixels"))
     sharding.initialize(FLAGS.distributed)
     if FLAGS.dry_run:
       pipeline.dry_run(FLAGS.config)
     else:
       pipeline.run(FLAGS.config, FLAGS.workdir)
   except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(report(e))
+
+
+def parse_flags(argv):
+  """absl's parser, its refusals (a bad or missing flag, a config file that does not load) as one
+  `error:` line and status 2 instead of its multi-line block."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(report(UserError(f"{argv[0]}: {e}")))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

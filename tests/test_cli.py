@@ -139,7 +139,7 @@ def test_dcic_grid_writes_every_point_and_its_settings(tmp_path, ckpt, small_fil
     (["--grid", "0,1x-1", "--out-dir", "{tmp}/g"], "bad --grid"),
     (["{tmp}/o.png", "--kd", "1", "--prior", "{tmp}/missing"], "prior not found"),
     (["{tmp}/o.png", "--kd", "1", "--prior", "analytic:x"], "analytic"),
-    (["{tmp}/o.png", "--kd", "1", "--prior", "analytic:0.5", "--steps", "0"], "num_steps"),
+    (["{tmp}/o.png", "--kd", "1", "--prior", "analytic:0.5", "--steps", "0"], "--steps"),
     (["--grid", "0,1x0,2", "--out-dir", "{tmp}/g", "--prior", "analytic:0.5"], "in [0, 1]"),
     (["{tmp}/o.png", "--kp", "1.5", "--prior", "analytic:0.5"], "in [0, 1]"),
 ])

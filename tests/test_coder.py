@@ -5,6 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from dcic_jax.entropy import coder
 from dcic_jax.entropy.models import gaussian_pmf_np
+from dcic_jax.errors import BitstreamError
 
 
 def _tables(scales=(0.11, 0.5, 2.0, 40.0)):
@@ -62,7 +63,7 @@ def test_parts_in_one_string_round_trip_and_end_exactly(seed, sizes):
   extra = coder.Decoder(data + bytes(12))
   for _, idx in parts:
     extra.decode(idx, t)
-  with pytest.raises(ValueError, match="left after"):
+  with pytest.raises(BitstreamError, match="left after"):
     extra.finish()
 
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from dcic_jax import limits
 from dcic_jax.codecs import fixed_point, layers
 from dcic_jax.codecs.registry import make_codec
 from dcic_jax.entropy import bitstream, channelwise, coder
@@ -38,6 +39,12 @@ MAX_Z_RANGE = 4096                  # cap on a factorized table's symbol range
 # the shipped codecs' g_s, so the coding transforms leave YNNPACK the matrix products only
 # (`_compiler_options`).
 XLA_CONV_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+# g_s of a large image runs in tiles of TILE_LATENTS² latents plus a halo of its receptive field on
+# each side (`Codec.synthesize`), so its memory stays that of a ~1.3k-pixel-square tile
+# (docs/reliability.md); at or below TILE_ABOVE latent positions (2048² pixels) it runs whole.
+TILE_LATENTS = 64
+TILE_ABOVE = 128 * 128
+STRIDE = 16                        # pixels per latent of y
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +76,16 @@ def _compiler_options() -> dict | None:
   except jax.errors.JaxRuntimeError:
     return None
   return XLA_CONV_OPTIONS
+
+
+def _tiles(n: int, tile: int, halo: int, align: int):
+  """Along one axis of n latents: (window start, end, core start, end) for cores of `tile` latents,
+  windows grown by `halo` on each side, starts on multiples of `align`, clipped to [0, n]."""
+  for c0 in range(0, n, tile):
+    c1 = min(c0 + tile, n)
+    r0 = max(c0 - halo, 0) // align * align
+    r1 = min(-(-(c1 + halo) // align) * align, n)
+    yield r0, r1, c0, c1
 
 
 def _padded_size(h: int, w: int) -> tuple[int, int]:
@@ -168,6 +185,46 @@ class Codec:
     return jax.jit(lambda params, y_hat: jnp.clip(m.apply({"params": params}, y_hat, method="g_s"), 0.0, 1.0),
                    compiler_options=_compiler_options())
 
+  def synthesize(self, y_hat_hwM: np.ndarray, tile: int | None = None) -> np.ndarray:
+    """g_s, clipped to [0, 1]: y_hat [h, w, M] -> x_hat [16h, 16w, 3] float32.
+
+    Above TILE_ABOVE latent positions (or with `tile`), in tiles of `tile` latents that each see
+    `g_s_halo` more on every side: the same output as one call, in the memory of one tile.
+    """
+    h, w = y_hat_hwM.shape[:2]
+    if tile is None:
+      if h * w <= TILE_ABOVE:
+        return np.asarray(self._synthesis(self._device_params, y_hat_hwM[None]))[0]
+      tile = TILE_LATENTS
+    halo, align = self.g_s_halo
+    out = np.empty((STRIDE * h, STRIDE * w, 3), np.float32)
+    for r0, r1, c0, c1 in _tiles(h, tile, halo, align):
+      for s0, s1, d0, d1 in _tiles(w, tile, halo, align):
+        x = np.asarray(self._synthesis(self._device_params, y_hat_hwM[None, r0:r1, s0:s1]))[0]
+        out[STRIDE * c0:STRIDE * c1, STRIDE * d0:STRIDE * d1] = x[STRIDE * (c0 - r0):STRIDE * (c1 - r0),
+                                                                  STRIDE * (d0 - s0):STRIDE * (d1 - s0)]
+    return out
+
+  @functools.cached_property
+  def g_s_halo(self) -> tuple[int, int]:
+    """(halo, alignment) in latents: the receptive field of g_s, measured as the support of its
+    Jacobian for one latent (a JVP: exact zeros outside it), rounded up to the attention window
+    (`align`: tiles start on the window grid, so windows fall as in the whole image)."""
+    align = int(getattr(self.module.cfg, "window", 1))
+    m = self._coding_module
+    g = jax.jit(lambda p, y, t: jax.jvp(lambda v: m.apply({"params": p}, v, method="g_s"), (y,), (t,))[1])
+    side = 8 * align
+    while True:
+      y = jax.random.normal(jax.random.key(0), (1, side, side, self.module.cfg.M), jnp.float32)
+      t = jnp.zeros_like(y).at[0, side // 2, side // 2].set(1.0)
+      rows, cols = np.nonzero(np.any(np.asarray(g(self._device_params, y, t))[0] != 0, axis=-1))
+      reach = max(side // 2 * STRIDE - rows.min(), rows.max() - (side // 2 + 1) * STRIDE + 1,
+                  side // 2 * STRIDE - cols.min(), cols.max() - (side // 2 + 1) * STRIDE + 1)
+      if rows.min() > 0 and cols.min() > 0 and rows.max() < side * STRIDE - 1 and cols.max() < side * STRIDE - 1:
+        halo = -(-int(reach) // STRIDE)
+        return -(-halo // align) * align, align
+      side *= 2
+
   # ---- coding ----
   def _hyper(self, z_hat: np.ndarray):
     mu_int, sigma_int = fixed_point.split_mu_sigma(self._h_s_int(z_hat), self.spec)
@@ -226,9 +283,13 @@ class Codec:
                               padded_height=hp, padded_width=wp, seed=int(seed), prng_impl=PRNG_IMPL)
     return bitstream.pack(header, [enc.finish()]), z_sym, y_sym
 
-  def decompress(self, data: bytes) -> Decoded:
+  def decompress(self, data: bytes, max_pixels: int | None = None) -> Decoded:
+    """.dcic bytes -> `Decoded`. The file is hostile: its size is checked against the pixel limit
+    (`limits`, or `max_pixels`) and against what its strings can hold before anything is allocated,
+    and every problem is a BitstreamError / UserError (docs/reliability.md)."""
     header, strings = bitstream.unpack(data)
     bitstream.check_model(header, self.codec_id, self.fingerprint)
+    limits.check(header.height, header.width, "file", max_pixels)
     n_y = 1 if self.slice_spec is None else self.slice_spec.slices
     if len(strings) not in (1, 1 + n_y):
       what = "(z, y)" if n_y == 1 else f"(z and {n_y} y slices)"
@@ -238,6 +299,7 @@ class Codec:
     if (hp, wp) != _padded_size(header.height, header.width):
       raise BitstreamError(f"padded size {hp}x{wp} does not match image size {header.height}x{header.width}")
     n_z = self.module.cfg.N
+    self._check_room(hp, wp, strings)
     z_idx = np.broadcast_to(np.arange(n_z), (hp // 64, wp // 64, n_z))
     try:
       decoders = [coder.Decoder(s) for s in strings]
@@ -254,11 +316,23 @@ class Codec:
         r = np.zeros_like(y_hat)
       for d in decoders:
         d.finish()
-    except (ValueError, RuntimeError, OverflowError) as e:  # only reachable past the CRC: a coder bug
-      raise BitstreamError(f"latent strings do not decode ({e})") from None
-    x_hat = np.asarray(self._synthesis(self._device_params, y_hat[None]))[0]
+    except (ArithmeticError, ValueError, RuntimeError) as e:  # hostile latents the integer h_s refuses
+      raise BitstreamError(f"latent strings do not decode ({type(e).__name__}: {e})") from None
+    if not np.all(np.isfinite(y_hat)):
+      raise BitstreamError("latent strings decode to values outside float32")
+    x_hat = self.synthesize(y_hat)
     image = np.round(x_hat[:header.height, :header.width] * 255.0).astype(np.uint8)
     return Decoded(header, z_hat, y_hat, mu, index, x_hat, image, np.asarray(r, np.float32))
+
+  def _check_room(self, hp: int, wp: int, strings) -> None:
+    """Refuses a size the strings cannot hold, before decoding: every z symbol costs at least its
+    channel table's cheapest symbol, every y symbol the cheapest symbol of any y table."""
+    n_pos_z, n_y = (hp // 64) * (wp // 64), (hp // 16) * (wp // 16) * self.module.cfg.M
+    need = n_pos_z * float(self.z_tables.min_bits.sum()) + n_y * float(self.y_tables.min_bits.min())
+    room = sum(coder.budget_bits(len(s)) for s in strings)
+    if need > room:
+      raise BitstreamError(f"a {hp}x{wp} (padded) image needs at least {need:.0f} bits of latents, "
+                           f"the file holds {room - coder.SLACK_BITS * len(strings):.0f}")
 
   def estimate_bits(self, image_HW3: np.ndarray) -> dict:
     """Bits the entropy models predict for this image (hard rounding, float h_s), for bpp_est."""

@@ -11,15 +11,34 @@ the ranges cover all but ~1e-9 of each distribution's mass).
 Symbols are coded grouped by table (one batch call per table, in table order) and the escaped
 values last; the decoder knows each symbol's table, so it regroups identically. Several such
 parts (z, then y or its slices) go into one string, one after the other.
+
+Hostile strings. A range coder never writes fewer bits than the information -log2 P of what it
+coded (its intervals only shrink faster than the ideal ones; measured worst case over random
+streams: 0.07 bit under), and its decoder pulls in a 32-bit word for every 32 bits of information
+it decodes, after a look-ahead of two words. So while decoding, the information of the symbols
+decoded so far (exact: the tables are integer counts) must stay within 32 bits per word of the
+string plus `SLACK_BITS`; more means the decoder is reading past the end (constriction then
+reads zero words and says nothing). `Decoder` checks this after every batch of at most
+`_BATCH` symbols, so a file that declares a huge image with a short string is refused after
+decoding a few more symbols than the string can hold; `min_bits` gives the bound before decoding
+anything. At the end, `finish` refuses whole words left unread. Together: every string is
+consumed exactly, to within the two words of final padding. Every error constriction raises on
+bad data becomes a `BitstreamError`.
 """
 import dataclasses
+import functools
 
 import constriction
 import numpy as np
 
+from dcic_jax.errors import BitstreamError
+
 PRECISION = 16          # counts sum to 2**16; every symbol (and the escape) has count >= 1
 _CHUNK_BITS = 16        # escaped magnitudes are sent in 16-bit chunks
 _MAX_ESCAPE_BITS = 48
+WORD_BITS = 32          # constriction's range coder writes 32-bit words
+SLACK_BITS = 2 * WORD_BITS  # the decoder's two words of look-ahead: an over-read up to this is not seen
+_BATCH = 1 << 18        # symbols per constriction call between two budget checks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +60,16 @@ class TableSet:
     """Table k as float64 probabilities (exact dyadic values, so constriction's scaling is exact)."""
     c = self.counts[self.starts[k]:self.starts[k] + self.sizes[k] + 1]
     return c.astype(np.float64) / float(1 << PRECISION)
+
+  @functools.cached_property
+  def bits(self) -> np.ndarray:
+    """[len(counts)] float64 information -log2 p of every entry (escape included), in bits."""
+    return PRECISION - np.log2(self.counts.astype(np.float64))
+
+  @functools.cached_property
+  def min_bits(self) -> np.ndarray:
+    """[K] the fewest bits any one symbol of table k costs: the bound on a string before decoding."""
+    return PRECISION - np.log2(np.maximum.reduceat(self.counts.astype(np.float64), self.starts))
 
 
 def quantize_pmf(pmf: np.ndarray) -> np.ndarray:
@@ -121,11 +150,30 @@ class Encoder:
 
 
 class Decoder:
-  """Reads back what `Encoder` wrote: the same `decode` calls, in the same order."""
+  """Reads back what `Encoder` wrote: the same `decode` calls, in the same order.
+
+  Hostile data: raises BitstreamError when the string is not whole words, when its symbols need
+  more information than it holds (see the module docstring), or when constriction refuses it.
+  """
 
   def __init__(self, data: bytes):
-    buf = np.frombuffer(data[:len(data) - len(data) % 4], np.uint32).copy()
-    self._dec = constriction.stream.queue.RangeDecoder(buf)
+    if len(data) % 4:
+      raise BitstreamError(f"latent string of {len(data)} bytes is not whole 32-bit words")
+    self._budget = budget_bits(len(data))
+    self._spent = 0.0
+    self._dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, np.uint32).copy())
+
+  def _spend(self, bits: float) -> None:
+    self._spent += bits
+    if self._spent > self._budget:
+      raise BitstreamError(f"latent string ends early: its symbols need over {self._spent:.0f} bits, "
+                           f"it holds {self._budget - SLACK_BITS}")
+
+  def _read(self, model, n: int) -> np.ndarray:
+    try:
+      return self._dec.decode(model, n)
+    except Exception as e:  # constriction's refusals of bad data: AssertionError, ValueError, ...
+      raise BitstreamError(f"latent string does not decode ({type(e).__name__}: {e})") from None
 
   def decode(self, table_idx: np.ndarray, tables: TableSet) -> np.ndarray:
     """int32 values, shaped like `table_idx`."""
@@ -135,25 +183,45 @@ class Decoder:
     esc_pos = []
     for k in _tables_used(table_idx):
       pos = np.nonzero(table_idx == k)[0]
-      sym = self._dec.decode(constriction.stream.model.Categorical(tables.probabilities(k), perfect=False),
-                             pos.size)
-      out[pos] = sym.astype(np.int64) + tables.offsets[k]
+      model = constriction.stream.model.Categorical(tables.probabilities(k), perfect=False)
+      sym = np.empty(pos.size, np.int64)
+      for i in range(0, pos.size, _BATCH):
+        part = self._read(model, min(_BATCH, pos.size - i))
+        self._spend(float(tables.bits[tables.starts[k] + part].sum()))
+        sym[i:i + part.size] = part
+      out[pos] = sym + tables.offsets[k]
       esc_pos.append((pos[sym == tables.sizes[k]], tables.offsets[k]))
     n_esc = sum(p.size for p, _ in esc_pos)
     if n_esc:
-      v = _decode_escapes(self._dec, n_esc)
+      v = self._escapes(n_esc)
       i = 0
       for pos, off in esc_pos:
         out[pos] = v[i:i + pos.size] + off
         i += pos.size
     return out.astype(np.int32).reshape(shape)
 
+  def _escapes(self, n: int) -> np.ndarray:
+    """Inverse of `_encode_escapes`: every 16-bit chunk in one call (they share one model)."""
+    nbits = self._read(constriction.stream.model.Uniform(_MAX_ESCAPE_BITS + 1), n).astype(np.int64)
+    chunks = -(-nbits // _CHUNK_BITS)
+    self._spend(n * np.log2(_MAX_ESCAPE_BITS + 1) + _CHUNK_BITS * float(chunks.sum()))
+    flat = self._read(constriction.stream.model.Uniform(1 << _CHUNK_BITS), int(chunks.sum())).astype(np.int64)
+    owner = np.repeat(np.arange(n), chunks)
+    shift = _CHUNK_BITS * (np.arange(flat.size) - np.repeat(np.cumsum(chunks) - chunks, chunks))
+    u = np.zeros(n, np.int64)
+    np.bitwise_or.at(u, owner, flat << shift)
+    return _unzigzag(u)
+
   def finish(self) -> None:
-    """ValueError if whole words are left after the last symbol and its two words of look-ahead
-    (a range coder cannot always tell the end of its data: this catches appended words, not every
-    truncation; the container's CRC does)."""
+    """BitstreamError if whole words are left after the last symbol and its two words of
+    look-ahead (with the budget check in `decode`: the string was consumed exactly)."""
     if not self._dec.maybe_exhausted():
-      raise ValueError("data left after the last symbol")
+      raise BitstreamError("latent string has data left after the last symbol")
+
+
+def budget_bits(n_bytes: int) -> float:
+  """The most information a string of n_bytes can make its decoder yield, padding included."""
+  return WORD_BITS * (n_bytes // 4) + SLACK_BITS
 
 
 def encode(values: np.ndarray, table_idx: np.ndarray, tables: TableSet) -> bytes:
@@ -178,12 +246,3 @@ def _encode_escapes(enc, v: np.ndarray) -> None:
   for x, n in zip(u, nbits):
     for c in range(0, int(n), _CHUNK_BITS):
       enc.encode(np.array([(int(x) >> c) & 0xFFFF], np.int32), constriction.stream.model.Uniform(1 << _CHUNK_BITS))
-
-
-def _decode_escapes(dec, n: int) -> np.ndarray:
-  nbits = dec.decode(constriction.stream.model.Uniform(_MAX_ESCAPE_BITS + 1), n)
-  u = np.zeros(n, np.int64)
-  for i, nb in enumerate(nbits):
-    for c in range(0, int(nb), _CHUNK_BITS):
-      u[i] |= int(dec.decode(constriction.stream.model.Uniform(1 << _CHUNK_BITS), 1)[0]) << c
-  return _unzigzag(u)
