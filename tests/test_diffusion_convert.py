@@ -120,7 +120,7 @@ def test_safetensors_reader_and_diffusers_folder(tmp_path):
   (folder / "config.json").write_text(json.dumps(config))
   _write_safetensors(folder / "diffusion_pytorch_model.safetensors",
                      {k: ("F32", v) for k, v in sd.items()})
-  cfg, params = convert.load_pytorch_prior(str(folder))
+  cfg, params, _ = convert.load_pytorch_prior(str(folder))
   want_cfg, want = _convert("diffusers_ddpm")
   assert cfg == want_cfg and not cfg.flip_sin_to_cos and cfg.freq_shift == 1
   jax.tree.map(np.testing.assert_array_equal, params, want)

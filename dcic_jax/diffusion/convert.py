@@ -548,29 +548,89 @@ def convert_state_dict(sd: StateDict, cfg: UNetConfig | None = None,
   return cfg, convert_guided_diffusion(sd, cfg, use_new_attention_order=new_order)
 
 
-def load_pytorch_prior(path: str, cfg: UNetConfig | None = None,
-                       **flags) -> tuple[UNetConfig, Any]:
-  """(UNetConfig, params) from a checkpoint file, or a diffusers folder with config.json.
-
-  A diffusers folder (or a weights file with config.json beside it) takes its configuration from
-  config.json; a guided-diffusion `.pt` takes its attention flags from `flags`.
-  """
-  config_path = None
+def _weights_and_configs(path: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+  """(weights file, diffusers config.json, diffusers scheduler config) of a file or folder."""
+  folder = path
   if os.path.isdir(path):
-    config_path = os.path.join(path, "config.json")
     for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
       if os.path.exists(os.path.join(path, name)):
         path = os.path.join(path, name)
         break
     else:
       raise FileNotFoundError(f"no diffusion_pytorch_model.safetensors/.bin in {path}")
-  elif os.path.exists(os.path.join(os.path.dirname(path), "config.json")):
-    config_path = os.path.join(os.path.dirname(path), "config.json")
-  sd = load_state_dict(path)
-  diffusers_config = None
-  if config_path is not None and os.path.exists(config_path) and \
-      detect_layout(sd) == "diffusers":
-    with open(config_path) as f:
-      diffusers_config = json.load(f)
-  return convert_state_dict(sd, cfg, diffusers_config=diffusers_config, **flags)
+  else:
+    folder = os.path.dirname(path)
+  def read(*names):
+    for name in names:
+      candidate = os.path.join(folder, name)
+      if os.path.isfile(candidate):
+        with open(candidate) as f:
+          return json.load(f)
+    return {}
+  return (path, read("config.json"),
+          read("scheduler_config.json", os.path.join("..", "scheduler", "scheduler_config.json")))
 
+
+_GUIDED_FLAG_OF = {"base_channels": "num_channels", "channel_mult": "channel_mult",
+                   "num_res_blocks": "num_res_blocks", "attention_levels": "attention_resolutions",
+                   "use_scale_shift_norm": "use_scale_shift_norm",
+                   "resblock_updown": "resblock_updown", "learn_sigma": "learn_sigma"}
+
+
+def load_pytorch_prior(path: str, spec: "presets.PriorSpec | None" = None
+                       ) -> tuple[UNetConfig, Any, dict[str, Any]]:
+  """(UNetConfig, params, flags) from a checkpoint file or a diffusers folder.
+
+  The structure is read off the state dict; what it does not record comes from `spec` (preset,
+  sidecar, prior flags) or, for diffusers, the checkpoint's own config.json; anything still
+  missing raises a UserError naming it. Flags that contradict the state dict are refused.
+  `flags` is what was used, schedule and training resolution included.
+  """
+  from dcic_jax.diffusion import presets  # pylint: disable=g-import-not-at-top
+  from dcic_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  spec = spec or presets.resolve(path)
+  weights, own_config, scheduler = _weights_and_configs(spec.path)
+  sd = load_state_dict(weights)
+  layout = detect_layout(sd)
+  if spec.preset and presets.PRESETS[spec.preset].layout != layout:
+    raise UserError(f"{weights} is a {layout} checkpoint, but preset {spec.preset} describes a "
+                    f"{presets.PRESETS[spec.preset].layout} one")
+  if layout == "diffusers":
+    flags = spec.merged(own_config)
+    if not own_config:
+      missing = [k for k in presets.DIFFUSERS_UNRECORDED if k not in flags]
+      if missing:
+        diffusers = ", ".join(p for p, v in presets.PRESETS.items() if v.layout == "diffusers")
+        raise UserError(f"{weights}: a diffusers weights file without its config.json does not "
+                        f"record {', '.join(missing)} ({spec.origin}): put the model's "
+                        "config.json beside it, name a preset (PRESET:PATH with one of "
+                        f"{diffusers}), or pass them with --prior-flags")
+    for key, ours in (("beta_schedule", "noise_schedule"),
+                      ("num_train_timesteps", "diffusion_steps")):
+      if key in scheduler and ours not in flags:
+        flags[ours] = scheduler[key]
+    if scheduler and (scheduler.get("beta_start", 1e-4), scheduler.get("beta_end", 0.02)) != \
+        (1e-4, 0.02) and flags.get("noise_schedule") == "linear":
+      raise UserError(f"{weights}: scheduler beta range {scheduler.get('beta_start')}.."
+                      f"{scheduler.get('beta_end')} is not DDPM's 1e-4..0.02 (not supported)")
+    if not own_config:  # the structure off the keys, the rest from the flags
+      flags = {**diffusers_config_from_state_dict(sd, None), **flags}
+    try:
+      cfg = unet_config_from_diffusers(flags)
+    except ValueError as e:
+      raise UserError(f"{weights}: {e}") from None
+  else:
+    flags = presets.guided_flags(spec.merged(), spec.origin)
+    cfg = unet_config_from_guided_diffusion(
+        sd, num_heads=int(flags.get("num_heads", 1)),
+        num_head_channels=int(flags.get("num_head_channels", -1)))
+    pinned = presets.guided_structure(flags)
+    wrong = [f"{_GUIDED_FLAG_OF[k]}: {getattr(cfg, k)} in the checkpoint, {v} in the flags"
+             for k, v in pinned.items() if getattr(cfg, k) != v]
+    if wrong:
+      raise UserError(f"{weights} does not match its flags ({spec.origin}): {'; '.join(wrong)}")
+  presets.check_heads(cfg, presets.attention_channels(cfg))
+  if layout == "diffusers":
+    return cfg, convert_diffusers(sd, cfg), flags
+  return cfg, convert_guided_diffusion(
+      sd, cfg, use_new_attention_order=bool(flags["use_new_attention_order"])), flags

@@ -3,8 +3,10 @@
 `load_prior(spec)` understands
   * a workdir of `python -m dcic_jax.diffusion.train` (its `prior/` folder, EMA weights), or a
     folder written by its `--export` (`prior_config.json` + `params/`, like `checkpoints/prior`),
-  * a PyTorch checkpoint: a diffusers `UNet2DModel` folder / .safetensors / .bin, or a
-    guided-diffusion `.pt` (converted on load by `diffusion/convert.py`; linear β, T = 1000),
+  * a PyTorch checkpoint, `[PRESET:]PATH`: a diffusers `UNet2DModel` folder / .safetensors /
+    .bin, or a guided-diffusion `.pt` (converted on load by `diffusion/convert.py`), with the
+    flags its state dict does not record from a preset, a sidecar or `flags`
+    (`diffusion/presets.py`; missing ones are refused, not guessed),
   * `analytic:STD` — the exact ε of N(0, STD²·I) data (`samplers.gaussian_eps_fn`), a
     network-free prior for tests and the analytic rate–distortion–perception checks.
 """
@@ -12,7 +14,7 @@ import dataclasses
 import os
 from typing import Any
 
-from dcic_jax.diffusion import samplers, schedules
+from dcic_jax.diffusion import learned_sigma, samplers, schedules
 from dcic_jax.errors import UserError
 
 SHIPPED_PRIOR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -26,10 +28,38 @@ class Prior:
   params: Any
   schedule: schedules.Schedule  # the full T-step schedule it was trained with
   size_multiple: int = 1        # image sides must be multiples of this (UNet down-sampling)
+  resolution: int | None = None  # the training resolution, where known (a size check warns)
+
+  @property
+  def learned_variance(self) -> bool:
+    """Whether ε_θ also predicts its variance (learned σ, `learned_sigma.learned_variance_fn`)."""
+    return learned_sigma.learned_variance_fn(self.eps_fn) is not None
 
 
-def load_prior(spec: str | None) -> Prior:
-  """The prior named by `spec` (see the module docstring); None: the shipped one."""
+_SCHEDULE_NAMES = {"linear": "linear", "cosine": "cosine", "squaredcos_cap_v2": "cosine"}
+
+
+def _schedule_of(flags: dict, where: str) -> schedules.Schedule:
+  """The training schedule named by a checkpoint's flags; refused when not recorded."""
+  missing = [k for k in ("noise_schedule", "diffusion_steps") if k not in flags]
+  if missing:
+    raise UserError(f"{where}: {' and '.join(missing)} not known (a state dict does not record "
+                    "its noise schedule): name a preset (PRESET:PATH), write them to a sidecar "
+                    "<weights>.json, or pass --prior-flags '{\"noise_schedule\": \"linear\", "
+                    "\"diffusion_steps\": 1000}'")
+  kind = _SCHEDULE_NAMES.get(str(flags["noise_schedule"]))
+  if kind is None:
+    raise UserError(f"{where}: noise_schedule {flags['noise_schedule']!r} is not supported "
+                    f"(expected one of {', '.join(_SCHEDULE_NAMES)})")
+  return schedules.make_schedule(kind, int(flags["diffusion_steps"]))
+
+
+def load_prior(spec: str | None, flags: Any = None) -> Prior:
+  """The prior named by `spec` (see the module docstring); None: the shipped one.
+
+  `flags`: the checkpoint's flags (`--prior-flags` / `config.dcic.prior_flags`; a dict, JSON
+  text or a JSON file), over its preset and sidecar.
+  """
   if spec is None:
     if not os.path.isdir(SHIPPED_PRIOR):
       raise UserError(f"no diffusion prior: none is shipped in {SHIPPED_PRIOR}; pass --prior "
@@ -45,10 +75,19 @@ def load_prior(spec: str | None) -> Prior:
       raise UserError(f"analytic prior needs STD > 0, got {std}")
     full = schedules.make_schedule("linear", 1000)
     return Prior(spec, samplers.gaussian_eps_fn(std, full), None, full)
-  if not os.path.exists(spec):
-    raise UserError(f"diffusion prior not found: {spec}")
+  from dcic_jax.diffusion import presets
+  resolved = presets.resolve(spec, flags)
+  if not os.path.exists(resolved.path):
+    what = f" (preset {resolved.preset}: {presets.PRESETS[resolved.preset].weights})" \
+        if resolved.preset else ""
+    raise UserError(f"diffusion prior not found: {resolved.path}{what}")
   from dcic_jax.diffusion import unet
   from dcic_jax.diffusion import train
+  resolution = None
+  if resolved.preset or resolved.flags:
+    if train.is_exported_prior(spec) or os.path.isdir(os.path.join(spec, "prior")):
+      raise UserError(f"{spec} is a dcic_jax prior: it records its own configuration (drop the "
+                      "preset / prior flags)")
   if train.is_exported_prior(spec):
     cfg, params, full = train.load_exported_prior(spec)
   elif os.path.isdir(os.path.join(spec, "prior")):
@@ -59,8 +98,32 @@ def load_prior(spec: str | None) -> Prior:
   else:
     from dcic_jax.diffusion.convert import load_pytorch_prior
     try:
-      cfg, params = load_pytorch_prior(spec)
+      cfg, params, used = load_pytorch_prior(resolved.path, resolved)
     except (FileNotFoundError, KeyError, ValueError) as e:
-      raise UserError(f"cannot load a diffusion prior from {spec}: {e}") from None
-    full = schedules.make_schedule("linear", 1000)
-  return Prior(spec, unet.make_eps_fn(unet.UNet(cfg)), params, full, cfg.size_multiple)
+      raise UserError(f"cannot load a diffusion prior from {resolved.path}: {e}") from None
+    full = _schedule_of(used, resolved.path)
+    size = used.get("image_size", used.get("sample_size"))
+    resolution = int(size) if isinstance(size, (int, float)) else None
+  return Prior(spec, unet.make_eps_fn(unet.UNet(cfg)), params, full, cfg.size_multiple,
+               resolution)
+
+
+def check_image_size(prior: Prior, height: int, width: int) -> str | None:
+  """A one-line note when images differ from the prior's training resolution, else None.
+
+  A convolutional prior runs at any size, but away from its training resolution it is out of
+  distribution (and a larger image costs more per step): the paper's protocol matches them.
+  """
+  if prior.resolution is None or (height, width) == (prior.resolution, prior.resolution):
+    return None
+  return (f"note: images are {height}x{width}, the prior {prior.name} was trained on "
+          f"{prior.resolution}x{prior.resolution}: resize/crop to it (eval.resize_short, "
+          "eval.crop) for the paper's protocol")
+
+
+def variance_note(prior: Prior, mode: str) -> str | None:
+  """A one-line note when the decoder's steps cannot use the prior's learned variance."""
+  if not prior.learned_variance or mode == "dps":
+    return None
+  return (f"note: the prior has a learned variance; the {mode} mode's DDIM(eta) steps use the "
+          "fixed one (the dps mode's ancestral steps use the learned one)")

@@ -290,7 +290,8 @@ class UNet(nn.Module):
   cfg: UNetConfig
 
   @nn.compact
-  def __call__(self, x_BHWC: jax.Array, t_B: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, x_BHWC: jax.Array, t_B: jax.Array, train: bool = False,
+               with_variance: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     b, height, width, _ = x_BHWC.shape
     if height % cfg.size_multiple or width % cfg.size_multiple:
@@ -351,13 +352,24 @@ class UNet(nn.Module):
     h = nn.silu(_group_norm(cfg, "norm_out")(h)).astype(dtype)
     out_channels = 2 * cfg.out_channels if cfg.learn_sigma else cfg.out_channels
     out = _conv(out_channels, 3, dtype, name="conv_out", zero=True)(h).astype(jnp.float32)
+    if with_variance:  # (ε, v): v ∈ [−1, 1] interpolates log σ² between β̃ and β (learned σ)
+      if not cfg.learn_sigma:
+        raise ValueError("with_variance=True needs a learned-σ UNet (learn_sigma=True)")
+      return out[..., :cfg.out_channels], out[..., cfg.out_channels:]
     return out[..., :cfg.out_channels]  # the ε half of a learned-σ output
 
 
 def make_eps_fn(model: UNet) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
-  """Wrap a UNet as the pure `eps_fn(params, x_t_BHWC, t_B) -> eps_BHWC` the samplers take."""
+  """Wrap a UNet as the pure `eps_fn(params, x_t_BHWC, t_B) -> eps_BHWC` the samplers take.
+
+  A learned-σ UNet's function also carries `eps_fn.eps_and_v(params, x_t, t) -> (ε, v)`
+  (`learned_sigma.learned_variance_fn` finds it), so the steps that can use σ_θ do.
+  """
   def eps_fn(params, x_t_BHWC, t_B):
     return model.apply({"params": params}, x_t_BHWC, t_B)
+  if model.cfg.learn_sigma:
+    eps_fn.eps_and_v = lambda params, x_t_BHWC, t_B: model.apply(
+        {"params": params}, x_t_BHWC, t_B, with_variance=True)
   return eps_fn
 
 

@@ -1,0 +1,163 @@
+"""Published prior checkpoints through `load_prior`: presets, sidecars, flags and refusals.
+
+The preset fixtures hold guided-diffusion's own `create_model` / diffusers' `UNet2DModel` at each
+preset's published flags, width reduced, with seeded weights (tests/prior_weights.py) and their
+outputs (experiments/fixtures/make_diffusion_fixtures.py); no torch needed here.
+"""
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dcic_jax.diffusion import prior as prior_lib
+from dcic_jax.diffusion import learned_sigma, schedules
+from dcic_jax.errors import UserError
+from prior_weights import seeded_state_dict
+
+FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
+# Presets that share a published flag set share a fixture.
+PRESET_FIXTURES = {"adm-imagenet256": "adm-imagenet256", "repaint-celebahq256": "adm-imagenet256",
+                   "dps-ffhq256": "dps-ffhq256", "ddpm-celebahq256": "ddpm-celebahq256",
+                   "ddpm-ema-celebahq256": "ddpm-celebahq256"}
+
+
+def write_safetensors(path, tensors):
+  """A float32 safetensors file (u64 header size, JSON header, raw little-endian bytes)."""
+  header, blobs, offset = {}, [], 0
+  for name, array in tensors.items():
+    blob = np.ascontiguousarray(array, "<f4").tobytes()
+    header[name] = {"dtype": "F32", "shape": list(array.shape),
+                    "data_offsets": [offset, offset + len(blob)]}
+    blobs.append(blob)
+    offset += len(blob)
+  raw = json.dumps(header).encode()
+  with open(path, "wb") as f:
+    f.write(len(raw).to_bytes(8, "little") + raw + b"".join(blobs))
+
+
+def preset_checkpoint(fixture: str, folder: pathlib.Path):
+  """(weights path, the width flags, the fixture) of a preset fixture, weights rebuilt."""
+  f = np.load(FIXTURES / f"diffusion_preset_{fixture}.npz")
+  sd = seeded_state_dict(zip(f["keys"], json.loads(str(f["shapes"]))), int(f["seed"]))
+  path = folder / f"{fixture}.safetensors"
+  write_safetensors(path, sd)
+  return str(path), json.loads(str(f["flags"])), f
+
+
+def _rel(ours, ref):
+  return float(np.abs(np.asarray(ours) - ref).max() / np.abs(ref).max())
+
+
+@pytest.mark.parametrize("preset", list(PRESET_FIXTURES))
+def test_presets_match_the_upstream_code(preset, tmp_path):
+  path, flags, f = preset_checkpoint(PRESET_FIXTURES[preset], tmp_path)
+  prior = prior_lib.load_prior(f"{preset}:{path}", flags)
+  assert prior.resolution == 256 and prior.schedule.num_train_timesteps == 1000
+  x = jnp.asarray(f["x"].transpose(0, 2, 3, 1))
+  t = jnp.asarray(f["t"])
+  ref = f["out"].transpose(0, 2, 3, 1)
+  fn = learned_sigma.learned_variance_fn(prior.eps_fn) or prior.eps_fn
+  # Compiled without LLVM optimisation: half the compile time, same numbers to ~1e-7.
+  out = jax.jit(fn).lower(prior.params, x, t).compile(
+      compiler_options={"xla_backend_optimization_level": 0})(prior.params, x, t)
+  if prior.learned_variance:
+    eps, v = out
+    assert _rel(v, ref[..., 3:]) <= 1e-4
+  else:
+    eps = out
+  assert _rel(eps, ref[..., :3]) <= 1e-4
+  assert prior.learned_variance == preset.startswith(("adm", "dps", "repaint"))
+
+
+def _small_guided(tmp_path):
+  """A small guided-diffusion checkpoint (the layout fixture made by the upstream UNetModel)."""
+  f = np.load(FIXTURES / "diffusion_guided_diffusion_dps.npz")
+  path = tmp_path / "small.safetensors"
+  write_safetensors(path, {k[3:]: f[k].astype(np.float32) for k in f.files if k.startswith("sd/")})
+  return str(path)
+
+
+SMALL_FLAGS = {"num_head_channels": 16, "use_new_attention_order": False,
+               "noise_schedule": "cosine", "diffusion_steps": 500}
+
+
+def test_flags_and_sidecars(tmp_path):
+  path = _small_guided(tmp_path)
+  prior = prior_lib.load_prior(path, json.dumps(SMALL_FLAGS))
+  assert prior.schedule.num_train_timesteps == 500 and prior.resolution is None
+  np.testing.assert_allclose(prior.schedule.alphas_cumprod,
+                             schedules.make_schedule("cosine", 500).alphas_cumprod)
+  pathlib.Path(path + ".json").write_text(json.dumps(dict(SMALL_FLAGS, image_size=32)))
+  prior = prior_lib.load_prior(path)  # the sidecar
+  assert prior.resolution == 32
+  assert prior_lib.check_image_size(prior, 32, 32) is None
+  assert "64x48" in prior_lib.check_image_size(prior, 64, 48)
+  assert prior_lib.variance_note(prior, "project") and not prior_lib.variance_note(prior, "dps")
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({}, "num_head_channels or num_heads and use_new_attention_order not recorded"),
+    ({"num_head_channels": 16, "use_new_attention_order": False}, "noise_schedule and "
+     "diffusion_steps not known"),
+    (dict(SMALL_FLAGS, num_head_channels=24), "num_head_channels=24 does not divide the 64"),
+    (dict(SMALL_FLAGS, num_heads=3, num_head_channels=-1), "num_heads=3 does not divide"),
+    (dict(SMALL_FLAGS, num_res_blocks=2, num_channels=64), "num_channels: 32 in the checkpoint, "
+     "64 in the flags; num_res_blocks: 1 in the checkpoint, 2 in the flags"),
+    (dict(SMALL_FLAGS, num_head_chanels=16), "unknown guided-diffusion flags"),
+    (dict(SMALL_FLAGS, noise_schedule="sigmoid"), "noise_schedule 'sigmoid' is not supported"),
+])
+def test_refusals_name_what_is_missing_or_wrong(tmp_path, flags, message):
+  path = _small_guided(tmp_path)
+  with pytest.raises(UserError, match=message):
+    prior_lib.load_prior(path, flags)
+
+
+def test_preset_refusals(tmp_path):
+  path = _small_guided(tmp_path)
+  with pytest.raises(UserError, match="does not match its flags .preset adm-imagenet256"):
+    prior_lib.load_prior(f"adm-imagenet256:{path}")
+  with pytest.raises(UserError, match="describes a diffusers one"):
+    prior_lib.load_prior(f"ddpm-celebahq256:{path}")
+  with pytest.raises(UserError, match="unknown prior preset 'adm-imagenet'"):
+    prior_lib.load_prior(f"adm-imagenet:{path}")
+  with pytest.raises(UserError, match=r"not found: /nope.pt \(preset dps-ffhq256: ffhq_10m.pt"):
+    prior_lib.load_prior("dps-ffhq256:/nope.pt")
+  # A diffusers weights file without config.json: refused, not guessed.
+  f = np.load(FIXTURES / "diffusion_diffusers_ddpm.npz")
+  lone = tmp_path / "lone" / "diffusion_pytorch_model.safetensors"
+  lone.parent.mkdir()
+  write_safetensors(lone, {k[3:]: f[k].astype(np.float32) for k in f.files if k.startswith("sd/")})
+  with pytest.raises(UserError, match="without its config.json does not record attention_head_dim"):
+    prior_lib.load_prior(str(lone))
+  config = json.loads(str(f["config"]))
+  (lone.parent / "config.json").write_text(json.dumps(config))
+  with pytest.raises(UserError, match="noise_schedule and diffusion_steps not known"):
+    prior_lib.load_prior(str(lone.parent))
+  (lone.parent / "scheduler_config.json").write_text(json.dumps(
+      {"beta_schedule": "linear", "num_train_timesteps": 1000, "beta_start": 0.0001,
+       "beta_end": 0.02}))
+  prior = prior_lib.load_prior(str(lone.parent))
+  assert prior.resolution == 32 and not prior.learned_variance
+
+
+def test_learned_variance_step_matches_improved_ddpm():
+  """ddpm_learned_step = guided-diffusion's p_mean_variance (learned range) on a respaced chain."""
+  f = np.load(FIXTURES / "diffusion_learned_variance.npz")
+  schedule = schedules.respace(schedules.make_schedule("linear", 1000),
+                               timesteps=f["timesteps"])
+  for row, index in enumerate(f["index"]):
+    i = int(index) + 1
+    x = jnp.asarray(f["x"][row:row + 1].transpose(0, 2, 3, 1), jnp.float32)
+    out = f["out"][row:row + 1].transpose(0, 2, 3, 1)
+    z = jnp.ones_like(x)
+    x_s, x0 = learned_sigma.ddpm_learned_step(x, jnp.asarray(out[..., :3], jnp.float32),
+                                         jnp.asarray(out[..., 3:], jnp.float32), i, z, schedule)
+    mean = f["mean"][row:row + 1].transpose(0, 2, 3, 1)
+    std = np.exp(0.5 * f["log_variance"][row:row + 1].transpose(0, 2, 3, 1))
+    want = mean + (std if i > 1 else 0.0)   # z = 1; no noise on the last step
+    np.testing.assert_allclose(np.asarray(x0), f["pred_xstart"][row:row + 1].transpose(0, 2, 3, 1),
+                               atol=2e-5)
+    np.testing.assert_allclose(np.asarray(x_s), want, rtol=1e-4, atol=2e-5)
