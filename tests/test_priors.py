@@ -161,3 +161,65 @@ def test_learned_variance_step_matches_improved_ddpm():
     np.testing.assert_allclose(np.asarray(x0), f["pred_xstart"][row:row + 1].transpose(0, 2, 3, 1),
                                atol=2e-5)
     np.testing.assert_allclose(np.asarray(x_s), want, rtol=1e-4, atol=2e-5)
+
+
+def test_dps_mode_samples_with_the_learned_variance():
+  """dps steps use σ_θ: v = −1 (σ² = β̃) is the fixed-variance DDIM(η=1) decode, v = +1 is not."""
+  from test_dcic import EPS_FN, N, SCHEDULE, setup  # pylint: disable=g-import-not-at-top
+  from dcic_jax.dcic import grid, sampler  # pylint: disable=g-import-not-at-top
+  codec, fns, target, keys, _ = setup()
+  cfg = sampler.DCICConfig(num_steps=N, mode="dps", step_size=0.6, w_p=1.0, eta=1.0)
+
+  def with_v(value):
+    fn = lambda p, x, t: EPS_FN(p, x, t)
+    fn.eps_and_v = lambda p, x, t: (EPS_FN(p, x, t), jnp.full_like(x, value))
+    return np.asarray(grid.GridDecoder(fn, fns, SCHEDULE, cfg)(
+        None, codec.params, target, keys, [0.0], [1.0]))[0, 0]
+
+  fixed = np.asarray(grid.GridDecoder(EPS_FN, fns, SCHEDULE, cfg)(
+      None, codec.params, target, keys, [0.0], [1.0]))[0, 0]
+  np.testing.assert_allclose(with_v(-1.0), fixed, atol=1e-4)
+  assert np.abs(with_v(1.0) - fixed).max() > 1e-2
+
+
+def _cli(*args, timeout=600):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from conftest import REPO  # pylint: disable=g-import-not-at-top
+  return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
+                        cwd=REPO, timeout=timeout)
+
+
+def test_preset_priors_through_main_and_decompress(tmp_path):
+  """A preset's exact layout (width reduced) through `dcic_jax.main` with a dataset config, and
+  through `decompress --prior PRESET:PATH --prior-flags`."""
+  from conftest import IMAGES  # pylint: disable=g-import-not-at-top
+  from tiny_exports import export_random_codec  # pylint: disable=g-import-not-at-top
+  codec = tmp_path / "bmshj2018-q1"
+  export_random_codec(codec, seed=1)
+  weights, flags, _ = preset_checkpoint("dps-ffhq256", tmp_path)
+  p = _cli("-m", "dcic_jax.main", "--config=configs/celeba.py", f"--workdir={tmp_path / 'run'}",
+           "--config.eval.dataset=folder", "--config.eval.split=", f"--config.eval.images_dir={IMAGES}",
+           "--config.eval.max_images=1", "--config.eval.resize_short=0", "--config.eval.crop=64",
+           f"--config.eval.checkpoints={codec}", f"--config.dcic.prior=dps-ffhq256:{weights}",
+           f"--config.dcic.prior_flags={json.dumps(flags)}", "--config.dcic.num_steps=1",
+           "--config.dcic.kd=0", "--config.dcic.kp=1", "--config.metrics.fid_patch=0")
+  assert p.returncode == 0, p.stderr[-2000:]
+  assert "trained on 256x256" in p.stdout and "learned variance" in p.stdout
+  assert len(list((tmp_path / "run" / "decoded").rglob("*.png"))) == 1
+
+  png = tmp_path / "run" / "originals"
+  small = tmp_path / "small.dcic"
+  assert _cli("-m", "dcic_jax", "compress", next(png.glob("*.png")), small, "--checkpoint",
+              codec, "--seed", "3").returncode == 0
+  diffusers_weights, diffusers_flags, _ = preset_checkpoint("ddpm-celebahq256", tmp_path)
+  out = tmp_path / "out.png"
+  p = _cli("-m", "dcic_jax", "decompress", small, out, "--checkpoint", codec, "--prior",
+           f"ddpm-ema-celebahq256:{diffusers_weights}", "--prior-flags",
+           json.dumps(diffusers_flags), "--steps", "1", "--kp", "1")
+  assert p.returncode == 0 and out.is_file(), p.stderr[-2000:]
+  p = _cli("-m", "dcic_jax", "decompress", small, tmp_path / "no.png", "--checkpoint", codec,
+           "--prior", diffusers_weights, "--steps", "1", "--kp", "1")   # no config.json: refused
+  assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("error:")
+  assert "config.json" in p.stderr and "Traceback" not in p.stderr
+  assert not (tmp_path / "no.png").exists()

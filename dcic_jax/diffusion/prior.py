@@ -127,3 +127,8 @@ def variance_note(prior: Prior, mode: str) -> str | None:
     return None
   return (f"note: the prior has a learned variance; the {mode} mode's DDIM(eta) steps use the "
           "fixed one (the dps mode's ancestral steps use the learned one)")
+
+
+def notes(prior: Prior, height: int, width: int, mode: str) -> list[str]:
+  """The one-line notes a decode with this prior deserves (image size, learned variance)."""
+  return [n for n in (check_image_size(prior, height, width), variance_note(prior, mode)) if n]
