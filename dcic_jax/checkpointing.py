@@ -22,6 +22,7 @@ import shutil
 
 import flax
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -134,12 +135,24 @@ def load_export(path):
   return info, params, tables
 
 
+def restore_params(workdir) -> dict | None:
+  """Parameters of the last checkpoint in a training workdir (None if there is none)."""
+  path = pathlib.Path(workdir).absolute() / "checkpoints"
+  if not path.is_dir():
+    return None
+  with ocp.CheckpointManager(path) as mgr:
+    step = mgr.latest_step()
+    if step is None:
+      return None
+    restored = mgr.restore(step, args=ocp.args.StandardRestore())
+  return jax.tree.map(jnp.asarray, restored["params"])
+
+
 def load_params_any(path) -> dict:
   """Parameters from an export directory or from a training workdir's last checkpoint."""
   path = pathlib.Path(path)
   if _is_export(path):
     return load_export(path)[1]
-  from dcic_jax.train import restore_params
   params = restore_params(path)
   if params is None:
     raise UserError(f"no codec checkpoint in {path} (neither an export with codec.json nor a workdir with checkpoints/)")

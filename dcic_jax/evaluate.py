@@ -13,6 +13,7 @@ import tqdm
 from dcic_jax.codecs.codec import Codec
 from dcic_jax.data.images import load_rgb, save_png_atomic
 from dcic_jax.entropy import bitstream
+from dcic_jax.metrics.image import quality
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,14 +28,6 @@ class Row:
   enc_s: float
   dec_s: float
   header_bpp: float = 0.0  # the part of bpp outside the latent strings (container header + CRC)
-
-
-def quality(original_HW3: np.ndarray, recon_HW3: np.ndarray) -> tuple[float, float]:
-  from dcic_jax.metrics.image import ms_ssim, psnr
-  a, b = original_HW3[None], recon_HW3[None]
-  p = float(np.asarray(psnr(a, b))[0])
-  m = float(np.asarray(ms_ssim(a, b))[0]) if min(a.shape[1:3]) > 160 else float("nan")
-  return p, m
 
 
 def evaluate_codec(codec: Codec, name: str, image_paths, out_dir=None, seed: int = 0) -> list[Row]:

@@ -146,10 +146,13 @@ def stage_train_prior(config, wd: Workdir) -> str | None:
                       "'train', or analytic:STD")
     return None  # load_prior(None): checkpoints/prior
   if spec != "train":
-    if not spec.startswith("analytic:") and not os.path.exists(spec):
-      raise UserError(f"dcic.prior {spec!r} does not exist: put the prior there (a diffusers "
-                      "UNet2DModel folder, a guided-diffusion .pt, or a prior workdir/export), "
-                      "or set dcic.prior to 'shipped' or 'train'")
+    from dcic_jax.diffusion.presets import PRESETS, split_preset
+    preset, path = (None, spec) if spec.startswith("analytic:") else split_preset(spec)
+    if not spec.startswith("analytic:") and not os.path.exists(path):
+      want = f" ({PRESETS[preset].weights})" if preset else ""
+      raise UserError(f"dcic.prior {spec!r} does not exist: put the prior at {path}{want} (a "
+                      "diffusers UNet2DModel folder, a guided-diffusion .pt, or a prior "
+                      "workdir/export), or set dcic.prior to 'shipped' or 'train'")
     return spec
   from dcic_jax.diffusion.train import folder_crops, latest_step, train_prior
   tc = config.prior.train
@@ -173,6 +176,7 @@ def _dcic_enabled(config) -> bool:
 def eval_images(config) -> list[tuple[str, np.ndarray]]:
   """(name, uint8 [H, W, 3]) of the evaluation set, centre-cropped to eval.crop if set."""
   from dcic_jax.data import datasets
+  from dcic_jax.data.images import center_crop, resize_short
   images = datasets.eval_images(config.eval.dataset, config.eval.images_dir,
                                 split=config.eval.split, max_images=config.eval.max_images)
   out = []
@@ -181,25 +185,9 @@ def eval_images(config) -> list[tuple[str, np.ndarray]]:
     if config.eval.resize_short:
       x = resize_short(x, config.eval.resize_short)
     if config.eval.crop:
-      x = center_crop(x, config.eval.crop)
+      x = center_crop(x, config.eval.crop, "eval.crop")
     out.append((im.name, x))
   return out
-
-
-def resize_short(image_HW3: np.ndarray, side: int) -> np.ndarray:
-  from PIL import Image
-  h, w = image_HW3.shape[:2]
-  scale = side / min(h, w)
-  size = (max(side, round(w * scale)), max(side, round(h * scale)))
-  return np.asarray(Image.fromarray(image_HW3).resize(size, Image.BICUBIC))
-
-
-def center_crop(image_HW3: np.ndarray, size: int) -> np.ndarray:
-  h, w = image_HW3.shape[:2]
-  if min(h, w) < size:
-    raise UserError(f"eval.crop {size} is larger than an evaluation image ({h}x{w})")
-  top, left = (h - size) // 2, (w - size) // 2
-  return image_HW3[top:top + size, left:left + size]
 
 
 def stage_encode(config, wd: Workdir, rates: list[Rate]) -> list[str]:
@@ -255,12 +243,10 @@ def _file_seed(seed: int, index: int) -> int:
   return (int(seed) * 1_000_003 + index) % 2**64
 
 
-def dcic_config(config, codec_json: dict):
-  """The DCICConfig of the study, with the codec's calibration constants (codec.json "dcic")."""
-  from dcic_jax.dcic.calibrate import weights
+def dcic_config(config, weights: tuple[float, float] = (1.0, 1.0)):
+  """The DCICConfig of the study with a codec's calibration constants (w_D, w_P) (penalty modes)."""
   from dcic_jax.dcic.sampler import config_from
-  w_d, w_p = weights(codec_json, config.dcic.variant)
-  return config_from(config.dcic.to_dict(), w_d=w_d, w_p=w_p)
+  return config_from(config.dcic.to_dict(), w_d=weights[0], w_p=weights[1])
 
 
 def _decode_fingerprint(config, prior_spec) -> str:
@@ -286,8 +272,9 @@ def stage_decode(config, wd: Workdir, rates: list[Rate], names: list[str],
   t0 = time.perf_counter()
   from dcic_jax import sweep
   from dcic_jax.codecs import codec as codec_lib
+  from dcic_jax.dcic.calibrate import weights_or_calibrate
   from dcic_jax.dcic.decode import dcic_decode_to_files
-  from dcic_jax.diffusion.prior import load_prior
+  from dcic_jax.diffusion.prior import load_prior, notes as prior_notes
   prior = None
   k_d = np.array([p.k_d for p in points], np.float32)
   k_p = np.array([p.k_p for p in points], np.float32)
@@ -299,11 +286,20 @@ def stage_decode(config, wd: Workdir, rates: list[Rate], names: list[str],
     missing = [names[b] for b in sweep.pending_images(units, out_root)]
     if not missing:
       continue
-    prior = prior or load_prior(prior_spec)
+    if prior is None:
+      prior = load_prior(prior_spec, config.dcic.prior_flags)
+      first = decoded_size(wd, rate, missing[0])
+      for note in prior_notes(prior, *first, config.dcic.mode) if _is_writer() else ():
+        print(note)
     codec = codec_lib.load(rate.path)
-    cfg = dcic_config(config, json.loads((pathlib.Path(rate.path) / "codec.json").read_text()))
     decoded = {n: codec.decompress((wd / "files" / rate.name / f"{n}.dcic").read_bytes())
                for n in missing}
+    weights, note = weights_or_calibrate(json.loads((pathlib.Path(rate.path) / "codec.json").read_text()),
+                                         config.dcic.variant, config.dcic.mode, codec,
+                                         list(decoded.values()), rate.name)
+    if note and _is_writer():
+      print(note)
+    cfg = dcic_config(config, weights)
     by_size: dict[tuple[int, int], list[str]] = {}
     for n in missing:
       by_size.setdefault(decoded[n].x_hat.shape[:2], []).append(n)
@@ -320,6 +316,13 @@ def stage_decode(config, wd: Workdir, rates: list[Rate], names: list[str],
   _barrier("decode-files")
   if _is_writer():
     wd.mark_done("decode", fp, time.perf_counter() - t0)
+
+
+def decoded_size(wd: Workdir, rate: Rate, name: str) -> tuple[int, int]:
+  """(height, width) of an image as coded (its .dcic header), without decoding it."""
+  from dcic_jax.entropy import bitstream
+  header, _ = bitstream.unpack((wd / "files" / rate.name / f"{name}.dcic").read_bytes())
+  return header.height, header.width
 
 
 def _check_setting(out_root: pathlib.Path, setting: str, config, prior_spec) -> None:
@@ -416,12 +419,13 @@ def _perceptual_nets(config):
 
 
 def stage_report(config, wd: Workdir, results: dict) -> pathlib.Path:
-  from dcic_jax.report import build
-  fp = _fingerprint(wd.done().get("evaluate", {}).get("fingerprint"), config.report.to_dict())
+  from dcic_jax.report import baselines, build
+  fp = _fingerprint(wd.done().get("evaluate", {}).get("fingerprint"), config.report.to_dict(),
+                    baselines.stamp(config.report.baselines))
   report = wd / "report" / "report.md"
   if not (wd.is_done("report", fp) and report.is_file()):
     t0 = time.perf_counter()
-    report = build.build_report(wd.root, results, config)
+    report = build.build_report(wd.root, results, config, stage_order=STAGES)
     wd.mark_done("report", fp, time.perf_counter() - t0)
   return report
 
@@ -435,12 +439,16 @@ def validate(config) -> None:
     raise UserError(f"train_codec.steps must be >= 0, got {config.train_codec.steps}")
   if config.eval.crop < 0 or config.eval.max_images < 0:
     raise UserError("eval.crop and eval.max_images must be >= 0")
+  from dcic_jax.report import baselines
+  baselines.load(config.report.baselines)  # a bad file fails now, not after the decode
   if _dcic_enabled(config):
     grid_points(config)
     if config.dcic.batch < 1 or config.dcic.chunk < 1:
       raise UserError("dcic.batch and dcic.chunk must be >= 1")
+    from dcic_jax.diffusion.presets import parse_flags
+    parse_flags(config.dcic.prior_flags, "dcic.prior_flags")
     from dcic_jax.dcic.sampler import check_factors
-    check_factors(dcic_config(config, {}),  # DCICConfig validates mode/grad/optimizer/variant/steps
+    check_factors(dcic_config(config),  # DCICConfig validates mode/grad/optimizer/variant/steps
                   [v for p in grid_points(config) for v in (p.k_d, p.k_p)])
 
 
@@ -469,6 +477,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> pathlib.Path | None:
   wd = Workdir(workdir)
   writer = _is_writer()
   times = {}
+  if writer:   # temporaries of writers killed in an earlier run, before anyone writes again
+    from dcic_jax import sweep
+    sweep.remove_stale_temporaries(wd.root)
+  _barrier("clean")
 
   def timed(name, fn, *args, collective=True):
     t0 = time.perf_counter()
@@ -508,8 +520,12 @@ def dry_run(config: ml_collections.ConfigDict) -> None:
   points = grid_points(config)
   from dcic_jax.diffusion.prior import load_prior
   spec = config.dcic.prior
-  prior = load_prior(None if spec == "shipped" else (None if spec == "train" else spec))
+  prior = load_prior(None if spec == "shipped" else (None if spec == "train" else spec),
+                     None if spec in ("shipped", "train") else config.dcic.prior_flags)
   h, w = images[0][1].shape[:2]
+  from dcic_jax.diffusion.prior import notes as prior_notes
+  for note in prior_notes(prior, h, w, config.dcic.mode):
+    print(note)
   pad = lambda v: -(-v // 64) * 64  # the codec pads to multiples of 64
   seconds = sweep.measure_seconds_per_call(prior.eps_fn, prior.params, pad(h), pad(w),
                                            config.dcic.chunk)

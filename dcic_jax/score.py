@@ -115,7 +115,7 @@ def score(originals, recons, *, seed, names=None, lpips=None, inception=None, pa
 
   lpips: (net, variables) or None; inception: Inception variables or None.
   """
-  from dcic_jax.evaluate import quality
+  from dcic_jax.metrics.image import quality
   from dcic_jax.metrics import perceptual
   names = names or [str(i) for i in range(len(originals))]
   rows = []

@@ -173,19 +173,6 @@ def global_batch(local: np.ndarray, mesh) -> jax.Array:
                                                 (n,) + tuple(local.shape[1:]))
 
 
-def shard_batch(batch: np.ndarray, mesh) -> jax.Array:
-  """Place a batch given in full on every host, its leading axis split over "data".
-
-  Only this host's rows are copied to its devices (the rest of `batch` is never touched).
-  """
-  n = mesh.shape["data"]
-  if batch.shape[0] % n:
-    raise ValueError(f"batch of {batch.shape[0]} does not split over {n} devices")
-  if jax.process_count() == 1:
-    return jax.device_put(batch, batch_sharded(mesh))
-  return global_batch(np.asarray(batch[host_rows(batch.shape[0], mesh)]), mesh)
-
-
 def sync(name: str, timeout_s: int = 600) -> None:
   """Barrier over all processes (no-op on one): e.g. after process 0 wrote a file the others read.
 
@@ -217,8 +204,3 @@ def host_allgather(name: str, value: bytes, timeout_s: int = 600) -> list[bytes]
   client.key_value_set_bytes(f"{key}/{jax.process_index()}", value)
   return [client.blocking_key_value_get_bytes(f"{key}/{i}", 1000 * timeout_s)
           for i in range(jax.process_count())]
-
-
-def all_true(flag: bool, name: str = "all_true") -> bool:
-  """True iff `flag` is true on every process."""
-  return all(v == b"1" for v in host_allgather(name, b"1" if flag else b"0"))

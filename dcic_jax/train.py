@@ -25,7 +25,7 @@ import tqdm
 from dcic_jax import checkpointing, sharding
 from dcic_jax.codecs.registry import make_codec
 from dcic_jax.data.images import list_images, load_rgb
-from dcic_jax.data.input_pipeline import prefetch
+from dcic_jax.data.input_pipeline import crop_draws, cut, prefetch
 from dcic_jax.errors import UserError
 
 
@@ -79,19 +79,6 @@ def _checkpoint_manager(workdir, every: int) -> ocp.CheckpointManager:
       options=ocp.CheckpointManagerOptions(max_to_keep=2, save_interval_steps=every, create=True))
 
 
-def restore_params(workdir) -> dict | None:
-  """Parameters of the last checkpoint in a training workdir (None if there is none)."""
-  path = pathlib.Path(workdir).absolute() / "checkpoints"
-  if not path.is_dir():
-    return None
-  with ocp.CheckpointManager(path) as mgr:
-    step = mgr.latest_step()
-    if step is None:
-      return None
-    restored = mgr.restore(step, args=ocp.args.StandardRestore())
-  return jax.tree.map(jnp.asarray, restored["params"])
-
-
 def _warm_start(params, init_from: str):
   """Copy every parameter whose path and shape match from a previous run (e.g. a neighbouring λ)."""
   src = checkpointing.load_params_any(init_from)
@@ -125,18 +112,9 @@ def host_crops(folder, crop: int, batch_size: int, rows: slice, seed: int, start
   load = functools.lru_cache(maxsize=64)(lambda k: load_rgb(paths[k]))
   step = start
   while True:
-    rng = np.random.default_rng([seed, step])
-    out = np.empty((rows.stop - rows.start, crop, crop, 3), np.uint8)
-    for b in range(batch_size):  # same draw order as random_crops
-      k = rng.integers(len(paths))
-      h, w = sizes[k]
-      i = rng.integers(h - crop + 1)
-      j = rng.integers(w - crop + 1)
-      flip = rng.random() < 0.5
-      if rows.start <= b < rows.stop:
-        patch = load(int(k))[i:i + crop, j:j + crop]
-        out[b - rows.start] = patch[:, ::-1] if flip else patch
-    yield out
+    draws = crop_draws(sizes, crop, batch_size, seed, step)[rows]
+    yield np.array([cut(load(k), crop, i, j, flip) for k, i, j, flip in draws], np.uint8).reshape(
+        len(draws), crop, crop, 3)
     step += 1
 
 

@@ -49,7 +49,7 @@ import analytic_rdp  # noqa: E402
 from configs import demo  # noqa: E402
 from dcic_jax import pipeline, score  # noqa: E402
 from dcic_jax.codecs import codec as codec_lib  # noqa: E402
-from dcic_jax.dcic import constraints  # noqa: E402
+from dcic_jax.dcic import calibrate, constraints  # noqa: E402
 from dcic_jax.dcic.decode import dcic_decode, targets_and_keys  # noqa: E402
 from dcic_jax.diffusion.prior import load_prior  # noqa: E402
 
@@ -130,7 +130,8 @@ def demo_part(args, check: Checks) -> dict:
   for path in rates:
     rate = pathlib.Path(path).name
     codec = codec_lib.load(REPO / path)
-    cfg = pipeline.dcic_config(config, json.loads((REPO / path / "codec.json").read_text()))
+    cfg = pipeline.dcic_config(config, calibrate.weights(json.loads((REPO / path / "codec.json").read_text()),
+                                                         config.dcic.variant))
     files = [codec.compress(x, seed=pipeline._file_seed(config.eval.seed, k)) for k, x in enumerate(originals)]
     decoded = [codec.decompress(f) for f in files]
     target, _ = targets_and_keys(codec, decoded)

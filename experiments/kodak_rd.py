@@ -16,6 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from dcic_jax import evaluate  # noqa: E402
+from dcic_jax.metrics.image import quality  # noqa: E402
 from dcic_jax.baselines import classical  # noqa: E402
 from dcic_jax.codecs import codec as codec_lib  # noqa: E402
 from dcic_jax.data.images import list_images, load_rgb  # noqa: E402
@@ -54,7 +55,7 @@ def main():
     jrows = []
     for im, r in zip(originals, per_image[name]):
       bpp, rec, _ = classical.at_bpp(classical.get("jpeg"), im, r["bpp"])
-      p, m = evaluate.quality(im, rec)
+      p, m = quality(im, rec)
       jrows.append(dict(bpp=bpp, psnr=p, ms_ssim=m))
     summaries[f"JPEG@{name}"] = {k: float(np.nanmean([j[k] for j in jrows])) for k in ("bpp", "psnr", "ms_ssim")} | {
         "n": len(jrows)}

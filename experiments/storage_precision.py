@@ -3,7 +3,7 @@
   python experiments/storage_precision.py --from-npz runs/gpu/bmshj2018.npz --quality 4 --images 4
 
 The .npz is what `train_ladder.py --params-npz` writes; the "float16" row is the float16 model only
-for a file written before int8 storage (runs/gpu/*.npz, session 5), whose kernels are all float16. Each variant builds
+for a file written before int8 storage (runs/gpu/*.npz), whose kernels are all float16. Each variant builds
 its own coding tables and codes the first --images Kodak images for real:
   float16      every kernel float16 (the exports before int8 storage);
   int8 h_a/h_s the shipped storage (`checkpointing.storage_form`);

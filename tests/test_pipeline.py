@@ -59,7 +59,7 @@ def test_stages_write_files_report_and_resume(tmp_path, exports, capsys):
   assert set(m["points"]) == {"base", "kd0_kp0", "kd1_kp0", "kd0_kp1", "kd1_kp1"}
   # K_D = 1 pulls the decode toward x̂_b; K_D = K_P = 0 is the unconstrained sampler.
   from dcic_jax.data.images import load_rgb
-  from dcic_jax.evaluate import quality
+  from dcic_jax.metrics.image import quality
   base_image = load_rgb(wd / "base" / "bmshj2018-q3" / "kodim04_crop.png")
   to_base = {p: quality(base_image, load_rgb(wd / "decoded" / "bmshj2018-q3" / p /
                                              "kodim04_crop.png"))[0]
@@ -73,8 +73,10 @@ def test_stages_write_files_report_and_resume(tmp_path, exports, capsys):
   assert "report:" in capsys.readouterr().out
 
   before = _tree(wd)
-  pipeline.run(_config(exports), str(wd))  # finished workdir: nothing is redone
-  assert _tree(wd) == before
+  stale = wd / "decoded" / "bmshj2018-q3" / "kd1_kp1" / ".kodim15_crop.tmp-host-0.png"
+  stale.write_bytes(b"half")   # a writer killed mid-write
+  pipeline.run(_config(exports), str(wd))  # finished workdir: nothing is redone, the stale temp goes
+  assert _tree(wd) == before and not stale.exists()
 
   # A lost output is redone alone; a new DCIC setting decodes afresh.
   (wd / "decoded" / "bmshj2018-q3" / "kd1_kp1" / "kodim15_crop.png").unlink()
@@ -82,6 +84,11 @@ def test_stages_write_files_report_and_resume(tmp_path, exports, capsys):
   assert (wd / "decoded" / "bmshj2018-q3" / "kd1_kp0.5" / "kodim15_crop.png").is_file()
   after = _tree(wd)
   assert after["files/bmshj2018-q3/kodim04_crop.dcic"] == before["files/bmshj2018-q3/kodim04_crop.dcic"]
+
+  # The penalty form on a codec without stored constants calibrates it on the files, and says so.
+  capsys.readouterr()
+  pipeline.run(_config(exports, mode="schedule", kd="0", kp="1"), str(wd))
+  assert "bmshj2018-q3 has no DCIC calibration; w_P = " in capsys.readouterr().out
 
 
 def test_bad_config_values_are_one_line_errors(tmp_path, exports):

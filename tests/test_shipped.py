@@ -29,7 +29,7 @@ def test_every_shipped_codec_has_its_dcic_calibration(path):
 
 def test_rate_ladder_is_monotone(image):
   """Higher quality index: more bits and higher PSNR on a real image."""
-  from dcic_jax.evaluate import quality
+  from dcic_jax.metrics.image import quality
   img = image[:128, :192]
   points = []
   for q in (1, 4):

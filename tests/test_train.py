@@ -22,7 +22,8 @@ def _config(steps, **kw):
 
 
 def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path):
-  from dcic_jax.train import restore_params, train_codec
+  from dcic_jax.checkpointing import restore_params
+  from dcic_jax.train import train_codec
   cfg = _config(4)
   _, params = train_codec(cfg, str(tmp_path))
   ref = jax.tree.map(np.asarray, params)

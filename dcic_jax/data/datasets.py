@@ -1,4 +1,4 @@
-"""The datasets of the study (DESIGN §5): any image folder, CelebA-HQ, CLIC 2020 and ImageNet-1K.
+"""The datasets of the study (docs/design.md §5): any image folder, CelebA-HQ, CLIC 2020 and ImageNet-1K.
 
 Nothing can be downloaded at run time, so every dataset other than "folder" is read from files the
 user put under one root folder `data_dir` (layouts in docs/datasets.md and in `INSTRUCTIONS`), and

@@ -18,6 +18,25 @@ def load_folder(folder, min_side: int = 0) -> list[np.ndarray]:
   return images
 
 
+def crop_draws(sizes: list[tuple[int, int]], crop: int, batch_size: int, seed: int, step: int
+               ) -> list[tuple[int, int, int, bool]]:
+  """(image index, top, left, h-flip) of each row of batch `step`: a pure function of
+  (seed, step) and the image sizes, so any host can replay any batch without its pixels."""
+  rng = np.random.default_rng([seed, step])
+  draws = []
+  for _ in range(batch_size):
+    k = int(rng.integers(len(sizes)))
+    h, w = sizes[k]
+    i, j = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+    draws.append((k, i, j, bool(rng.random() < 0.5)))
+  return draws
+
+
+def cut(image_HW3: np.ndarray, crop: int, i: int, j: int, flip: bool) -> np.ndarray:
+  patch = image_HW3[i:i + crop, j:j + crop]
+  return patch[:, ::-1] if flip else patch
+
+
 def random_crops(images: list[np.ndarray], crop: int, batch_size: int, seed: int, start: int = 0
                  ) -> Iterator[np.ndarray]:
   """Endless uint8 batches [B, crop, crop, 3]: uniform image, uniform position, random h-flip.
@@ -25,17 +44,11 @@ def random_crops(images: list[np.ndarray], crop: int, batch_size: int, seed: int
   Batch number s is a pure function of (seed, s), so a resumed run sees exactly the batches
   an uninterrupted run would have seen.
   """
+  sizes = [im.shape[:2] for im in images]
   step = start
   while True:
-    rng = np.random.default_rng([seed, step])
-    out = np.empty((batch_size, crop, crop, 3), np.uint8)
-    for b in range(batch_size):
-      im = images[rng.integers(len(images))]
-      i = rng.integers(im.shape[0] - crop + 1)
-      j = rng.integers(im.shape[1] - crop + 1)
-      patch = im[i:i + crop, j:j + crop]
-      out[b] = patch[:, ::-1] if rng.random() < 0.5 else patch
-    yield out
+    draws = crop_draws(sizes, crop, batch_size, seed, step)
+    yield np.stack([cut(images[k], crop, i, j, flip) for k, i, j, flip in draws])
     step += 1
 
 

@@ -49,19 +49,24 @@ def gradient_ratio(codec: CodecFns, codec_params, targets: Target, key: jax.Arra
   return np.asarray(n_d) / np.maximum(np.asarray(n_p), 1e-30)
 
 
+def ratios_of_decoded(codec, decoded: list, variant: str, seed: int = 0, salt: int = 0) -> list[float]:
+  """‖∇ℓ_D‖/‖∇ℓ_P‖ of each decoded file (`Codec.decompress` results), noise key (seed, salt + k)."""
+  fns = CodecFns.from_module(codec.module)
+  ratios = []
+  for k, d in enumerate(decoded):
+    target = constraints.make_target(fns, codec.params, jnp.asarray(d.y_hat[None]),
+                                     jnp.asarray(d.mu[None]), jnp.asarray(d.r[None]))
+    key = jax.random.fold_in(jax.random.key(seed), salt + k)
+    ratios.append(float(gradient_ratio(fns, codec.params, target, key, variant)[0]))
+  return ratios
+
+
 def calibrate_codec(codec, images: list[np.ndarray], seed: int = 0) -> dict:
   """{"w_d", "w_p_reconstruction", "w_p_latent", "method"} for a `codecs.codec.Codec`."""
-  fns = CodecFns.from_module(codec.module)
-  targets = []
-  for image in images:
-    decoded = codec.decompress(codec.compress(image))
-    targets.append(constraints.make_target(fns, codec.params, jnp.asarray(decoded.y_hat[None]),
-                                           jnp.asarray(decoded.mu[None]), jnp.asarray(decoded.r[None])))
+  decoded = [codec.decompress(codec.compress(image)) for image in images]
   result = {"w_d": 1.0}
   for j, variant in enumerate(constraints.VARIANTS):
-    ratios = [gradient_ratio(fns, codec.params, target, jax.random.fold_in(jax.random.key(seed), 1000 * j + k),
-                             variant)[0] for k, target in enumerate(targets)]
-    result[f"w_p_{variant}"] = float(np.median(ratios))
+    result[f"w_p_{variant}"] = float(np.median(ratios_of_decoded(codec, decoded, variant, seed, 1000 * j)))
   result["method"] = (f"median |grad l_D| / |grad l_P| at x_b + N(0, {SIGMA}^2) over "
                       f"{len(images)} images, seed {seed}")
   return result
@@ -71,6 +76,19 @@ def weights(info: dict, variant: str) -> tuple[float, float]:
   """(w_D, w_P) from a codec export's codec.json, or (1, 1) if it was never calibrated."""
   cal = info.get("dcic", {})
   return float(cal.get("w_d", 1.0)), float(cal.get(f"w_p_{variant}", 1.0))
+
+
+def weights_or_calibrate(info: dict, variant: str, mode: str, codec, decoded: list,
+                         name: str) -> tuple[tuple[float, float], str | None]:
+  """((w_D, w_P), note): `weights`, except that a penalty mode meeting a codec without stored
+  constants calibrates it on the files being decoded (their own x̂_b, seed 0) and says so, since
+  w_P = 1 would give K_P another meaning for every codec. The `project` mode uses neither."""
+  if mode == "project" or f"w_p_{variant}" in info.get("dcic", {}):
+    return weights(info, variant), None
+  w_p = float(np.median(ratios_of_decoded(codec, decoded, variant)))
+  return (1.0, w_p), (f"note: {name} has no DCIC calibration; w_P = {w_p:.4g} from the "
+                      f"{len(decoded)} file(s) being decoded (to store one: python -m "
+                      f"dcic_jax.dcic.calibrate EXPORT_DIR)")
 
 
 def _run(args) -> None:

@@ -48,6 +48,7 @@ import numpy as np
 import optax
 
 from dcic_jax.dcic import constraints, projections
+from dcic_jax.diffusion import learned_sigma
 from dcic_jax.dcic.constraints import CodecFns, Target
 from dcic_jax.diffusion.samplers import (EpsFn, ddim_step, ddim_step_from_x0, predict_x0,
                                          step_coefs, step_noise)
@@ -211,20 +212,28 @@ def make_decode_one(eps_fn: EpsFn, codec: CodecFns, schedule: Schedule, cfg: DCI
       return ddim_step_from_x0(x_t, jnp.clip(u, -1.0, 1.0), i, z, schedule, cfg.eta)
 
     def dps_step(x_t, i):
+      """The Idempotence decoder's step: an ancestral step (with the prior's learned variance
+      where it has one, as its authors sample), then x ← x' − ζ·∇_{x_t} constraint."""
       t_B = jnp.full((1,), timesteps[i - 1], jnp.int32)
       z = step_noise(key, i, shape)
+      eps_and_v = learned_sigma.learned_variance_fn(eps_fn)
 
       def guided(x):
-        x_s, u = ddim_step(x, eps_fn(prior_params, x, t_B), i, z, schedule, cfg.eta)
+        if eps_and_v is None:
+          x_s, u = ddim_step(x, eps_fn(prior_params, x, t_B), i, z, schedule, cfg.eta)
+        else:
+          x_s, u = learned_sigma.ddpm_learned_step(x, *eps_and_v(prior_params, x, t_B), i, z,
+                                                   schedule)
         return constraint(u, False), x_s
 
       grad, x_s = jax.grad(guided, has_aux=True)(x_t)
       return x_s - cfg.step_size * grad
 
     def project(u, k_p_step):
-      """The two constraint steps on x̂0 = u, in this order; `k_p_step(u)` is the idempotence target."""
-      u = u + k_d * (projections.ball_projection(u, target.x_b, radius_sq) - u)
-      return u + k_p * (k_p_step(u) - u)
+      """The two constraint steps on x̂0 = u, in this order; `k_p_step(u)` is the idempotence target.
+      A factor of 0 leaves u untouched whatever its target holds (0·NaN would not)."""
+      u = jnp.where(k_d > 0, u + k_d * (projections.ball_projection(u, target.x_b, radius_sq) - u), u)
+      return jnp.where(k_p > 0, u + k_p * (k_p_step(u) - u), u)
 
     def project_step(x_t, i):
       t_B = jnp.full((1,), timesteps[i - 1], jnp.int32)

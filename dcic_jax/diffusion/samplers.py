@@ -13,7 +13,7 @@ multiplied by them: computed on the device, XLA rewrites 1/√ᾱ into an approx
 unsharded program but not in a sharded one (1-ulp differences, measured), and a decode must give
 the same bits on 1 and on many devices.
 
-Noise convention (DESIGN §2, shared with the DCIC decoder): with N steps and one key, the start
+Noise convention (docs/design.md §2, shared with the DCIC decoder): with N steps and one key, the start
 noise is N(0, I) from `fold_in(key, N+1)` and step i (i = N … 1, t = τ_i, s = τ_{i−1}) draws
 z_i from `fold_in(key, i)`. Samplers are factories returning pure, jittable
 `sample(params, key, shape) -> x0_BHWC` written as one `jax.lax.scan`.

@@ -19,7 +19,7 @@ import numpy as np
 class Schedule:
   """ᾱ at the N timesteps a sampler visits, in increasing order.
 
-  Row i−1 holds step i of the DESIGN notation: `timesteps[i-1]` = τ_i (the t the network sees),
+  Row i−1 holds step i of docs/design.md §2: `timesteps[i-1]` = τ_i (the t the network sees),
   `alphas_cumprod[i-1]` = ᾱ_{τ_i}, `alphas_cumprod_prev[i-1]` = ᾱ_{τ_{i−1}} (1 for i = 1).
   """
   timesteps: np.ndarray            # [N] int64, increasing, in 0..T−1

@@ -5,7 +5,7 @@
 * MS-SSIM: Wang, Simoncelli, Bovik, "Multi-scale structural similarity for image quality
   assessment", Asilomar 2003.
 
-Conventions (DESIGN.md §4): images are NHWC, float in [0, 1] or uint8. The SSIM family follows the
+Conventions (docs/design.md §4): images are NHWC, float in [0, 1] or uint8. The SSIM family follows the
 `pytorch-msssim` package (v1.0) that learned-compression papers report with: 11-tap Gaussian window
 (σ = 1.5) applied separably with "valid" borders, K1 = 0.01, K2 = 0.03, the five Wang et al.
 weights, 2×2 average pooling between scales (an odd side is zero-padded by one pixel on both ends
@@ -181,3 +181,12 @@ def ms_ssim(a, b, data_range=1.0, win_size=11, win_sigma=1.5, weights=MS_SSIM_WE
         f"MS-SSIM with {len(weights)} scales and a {win_size}-tap window needs the smaller image "
         f"side to be larger than {min_side}, got {a.shape[1]}x{a.shape[2]}.")
   return _ms_ssim_jit(a, b, data_range, win_size, win_sigma, weights, k1, k2)
+
+
+def quality(original_HW3: np.ndarray, recon_HW3: np.ndarray) -> tuple[float, float]:
+  """(PSNR, MS-SSIM) of one uint8 image pair; MS-SSIM is nan below 161 pixels a side (its five
+  scales need that much)."""
+  a, b = original_HW3[None], recon_HW3[None]
+  p = float(np.asarray(psnr(a, b))[0])
+  m = float(np.asarray(ms_ssim(a, b))[0]) if min(a.shape[1:3]) > 160 else float("nan")
+  return p, m

@@ -191,16 +191,10 @@ def normalize_descriptors(d_NxKxKxC):
 # --------------------------------------------------------------------------------------------------
 
 
-def sliced_wasserstein(key, a_NxD, b_MxD, num_directions=128, num_repeats=4):
-  """Sliced W1: mean over num_repeats × num_directions random unit directions of the 1-D W1.
-
-  Repeats run one after another (lax.map) so memory stays at one [N, num_directions] projection.
-  """
-  return _sliced_wasserstein(key, a_NxD, b_MxD, int(num_directions), int(num_repeats))
-
-
 @functools.partial(jax.jit, static_argnums=(3, 4))
 def _sliced_wasserstein(key, a_NxD, b_MxD, num_directions, num_repeats):
+  """Sliced W1: the mean 1-D W1 over num_repeats × num_directions random unit directions; the
+  repeats run one after another (lax.map), so memory stays at one [N, num_directions] projection."""
   project = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
 
   def one_repeat(key_r):
