@@ -77,7 +77,7 @@ def test_strings_are_consumed_exactly(tiny, valid):
   for cut in (12, 16, len(payload) // 8 * 4):
     with pytest.raises(BitstreamError):  # "ends early", "left after" or constriction's AssertionError
       tiny.decompress(_with_payload(valid, payload[:-cut]))
-  for extra in (bytes(12), b"\x5a" * 64):
+  for extra in (bytes(8), bytes(12), b"\x5a" * 64):
     with pytest.raises(BitstreamError, match="left after"):
       tiny.decompress(_with_payload(valid, payload + extra))
   with pytest.raises(BitstreamError, match="whole 32-bit words"):

@@ -29,8 +29,11 @@ Kodak file of a shipped codec has a 29–30-byte header with a seed below 128 (t
 0), 39–40 with a full 64-bit seed. Version 1 (still read, no longer written) spent 73–76 bytes: the
 ids as text, the four sizes and the lengths as u32, the seed as u64.
 
-Every problem with a file raises `BitstreamError` with a one-line message; a length field is checked
-against the real file size before it is used, so a hostile file cannot cause a huge allocation.
+Every problem with a file raises `BitstreamError` with a one-line message. A length field is checked
+against the real file size before it is used; the declared image size is checked by
+`Codec.decompress` against the pixel limit (`limits.py`) and against the bits the strings hold
+before any latent or pixel is allocated (docs/reliability.md), so a hostile file cannot cause a
+huge allocation.
 """
 
 import dataclasses
