@@ -18,6 +18,7 @@ silently flipped sign.
 """
 
 import dataclasses
+import math
 import warnings
 
 import numpy as np
@@ -127,3 +128,61 @@ def bd(rate_a, metric_a, rate_b, metric_b, method="pchip", higher_is_better=True
       rate_percent=bd_rate(rate_a, metric_a, rate_b, metric_b, method, higher_is_better,
                            min_overlap),
       metric_delta=bd_metric(rate_a, metric_a, rate_b, metric_b, method, min_overlap))
+
+
+@dataclasses.dataclass(frozen=True)
+class Explained:
+  """One BD number for a table: the value, or nan and why it is undefined; `note` is a caveat."""
+  value: float
+  why: str = ""
+  note: str = ""
+
+  def format(self, spec: str, unit: str = "") -> str:
+    if math.isnan(self.value):
+      return f"n/a ({self.why})"
+    return f"{self.value:{spec}}{unit}" + (f" ({self.note})" if self.note else "")
+
+
+def bd_explained(rate_a, metric_a, rate_b, metric_b, *, higher_is_better=True, names=("a", "b"),
+                 method="pchip", min_overlap=0.75) -> tuple[Explained, Explained]:
+  """(BD-rate %, BD-metric), each saying in words why it is undefined instead of being a bare nan
+  (unmeasured values, too few rates, a metric not monotone in rate, no overlap).
+
+  Points whose metric is not measured (nan) are left out; `names` label the curves in reasons.
+  """
+  min_points = 4 if method == "cubic" else 2
+  curves = []
+  for name, rate, metric in ((names[0], rate_a, metric_a), (names[1], rate_b, metric_b)):
+    rate = np.asarray(rate, dtype=np.float64).ravel()
+    metric = np.asarray(metric, dtype=np.float64).ravel()
+    keep = np.isfinite(rate) & (rate > 0) & np.isfinite(metric)
+    n, why = int(keep.sum()), ""
+    if not n:
+      why = f"{name}: not measured"
+    elif n < min_points:
+      why = f"{name}: {n} measured rate{'s' if n > 1 else ''}, needs {min_points}"
+    elif np.unique(rate[keep]).size < n:
+      why = f"{name}: two points at one rate"
+    if why:
+      return Explained(math.nan, why), Explained(math.nan, why)
+    curves.append((name, rate[keep], metric[keep]))
+  (_, ra, ma), (_, rb, mb) = curves
+  rate = None
+  for name, r, m in curves:  # BD-rate inverts each curve: its metric must move one way
+    steps = np.diff(m[np.argsort(r)]) * (1.0 if higher_is_better else -1.0)
+    if rate is None and np.any(steps <= 0):
+      rate = Explained(math.nan, f"{name}: not monotone in rate")
+  rate = rate or _explained(lambda: bd_rate(ra, ma, rb, mb, method, higher_is_better,
+                                            min_overlap), "quality ranges do not overlap")
+  metric = _explained(lambda: bd_metric(ra, ma, rb, mb, method, min_overlap),
+                      "rate ranges do not overlap")
+  return rate, metric
+
+
+def _explained(fn, no_overlap: str) -> Explained:
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    value = float(fn())
+  if math.isnan(value):
+    return Explained(value, no_overlap)
+  return Explained(value, note="little overlap" if caught else "")

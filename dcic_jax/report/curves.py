@@ -25,7 +25,11 @@ def metric(point: dict, key: str) -> float:
 
 def available_metrics(measurements: dict) -> list[tuple[str, str, bool]]:
   """The METRICS that at least one measured point has (FID etc. need user-given weights)."""
-  points = [p for m in measurements.values() for p in m["points"].values()]
+  return metrics_of([p for m in measurements.values() for p in m["points"].values()])
+
+
+def metrics_of(points) -> list[tuple[str, str, bool]]:
+  """The METRICS that at least one of `points` has."""
   return [m for m in METRICS if any(not math.isnan(metric(p, m[1])) for p in points)]
 
 
@@ -96,30 +100,28 @@ def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, fl
   return front
 
 
-def bd_table(curve_list: list[Curve], metrics) -> tuple[str, list[list[str]]]:
-  """BD-rate and BD-metric of every curve against the first base curve (the anchor)."""
+def bd_table(curve_list: list[Curve], metrics, anchor: Curve) -> list[list[str]]:
+  """BD-rate / BD-metric of every other curve against `anchor`, one cell per metric; a cell
+  that is undefined says why."""
   from dcic_jax.metrics import bd
-  anchor = curve_list[0]
   rows = []
-  for c in curve_list[1:]:
+  for c in curve_list:
+    if c is anchor:
+      continue
     row = [c.label]
     for _, key, higher in metrics:
-      try:
-        r = bd.bd(anchor.bpp, anchor.values(key), c.bpp, c.values(key),
-                  higher_is_better=higher)
-        row.append(f"{r.rate_percent:+.1f}% / {r.metric_delta:+.3f}")
-      except (ValueError, ZeroDivisionError, np.linalg.LinAlgError) as e:
-        row.append(f"n/a ({_short(e)})")
+      rate, delta = bd.bd_explained(anchor.bpp, anchor.values(key), c.bpp, c.values(key),
+                                    higher_is_better=higher, names=(anchor.label, c.label))
+      if rate.why and rate.why == delta.why:  # one reason for both: say it once
+        row.append(f"n/a ({rate.why})")
+      else:
+        digits = "+.4f" if key in ("ms_ssim", "swd", "lpips", "kid") else "+.3f"
+        row.append(f"{rate.format('+.1f', '%')} / {delta.format(digits)}")
     rows.append(row)
-  return anchor.label, rows
+  return rows
 
 
-def _short(e: Exception) -> str:
-  text = str(e)
-  if "at least" in text or "points" in text:
-    return "too few rates"
-  if "overlap" in text:
-    return "rate ranges do not overlap"
-  if "strictly" in text:
-    return "not monotone"
-  return type(e).__name__
+def perception_metric(metrics) -> tuple[str, str]:
+  """(title, key) of the realism axis of the D–P plane: the first measured lower-is-better
+  set metric (patch SWD, else FID / KID), not LPIPS (a distortion between pairs)."""
+  return next(((t, k) for t, k, h in metrics if not h and k != "lpips"), ("patch SWD", "swd"))
