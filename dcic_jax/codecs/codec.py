@@ -298,7 +298,7 @@ class Codec:
     and every problem is a BitstreamError / UserError (docs/reliability.md)."""
     header, strings = bitstream.unpack(data)
     bitstream.check_model(header, self.codec_id, self.fingerprint)
-    limits.check(header.height, header.width, "file", max_pixels)
+    limits.check(header.height, header.width, ".dcic header", max_pixels)
     n_y = 1 if self.slice_spec is None else self.slice_spec.slices
     if len(strings) not in (1, 1 + n_y):
       what = "(z, y)" if n_y == 1 else f"(z and {n_y} y slices)"
@@ -449,7 +449,7 @@ def export_trained(config, params, out_dir) -> Codec:
   """Fit z's quantiles (`fit_quantiles`), round the parameters to their stored form
   (`checkpointing.storage_form`), build the tables of that rounded codec, write the export directory."""
   from dcic_jax import checkpointing
-  from dcic_jax.train import codec_kwargs
+  from dcic_jax.codecs.registry import codec_kwargs
   kwargs = codec_kwargs(config)
   params, aux_trained, aux_fitted = fit_quantiles(config.codec.id, kwargs, params)
   stored = checkpointing.storage_form(params)
