@@ -449,7 +449,7 @@ def export_trained(config, params, out_dir) -> Codec:
   """Fit z's quantiles (`fit_quantiles`), round the parameters to their stored form
   (`checkpointing.storage_form`), build the tables of that rounded codec, write the export directory."""
   from dcic_jax import checkpointing
-  from dcic_jax.codecs.registry import codec_kwargs
+  from dcic_jax.train import codec_kwargs
   kwargs = codec_kwargs(config)
   params, aux_trained, aux_fitted = fit_quantiles(config.codec.id, kwargs, params)
   stored = checkpointing.storage_form(params)
