@@ -4,7 +4,7 @@ Run any config with: python -m dcic_jax.main --config=configs/<name>.py --workdi
 """
 import ml_collections
 
-from dcic_jax.diffusion.train import default_prior_config
+from dcic_jax.diffusion.prior_config import default_prior_config
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -51,11 +51,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.checkpoints = ""           # comma-separated codec export dirs, one per rate point (plus the one trained here)
   config.eval.seed = 0                    # header seeds of the .dcic files: image k gets a distinct seed derived from it
 
-  # ---- DCIC decoding of the (K_D, K_P) grid (dcic/, DESIGN §2) ----
+  # ---- DCIC decoding of the (K_D, K_P) grid (dcic/, docs/design.md §2) ----
   config.dcic = ml_collections.ConfigDict()
   config.dcic.enabled = True              # False: base codec only (no prior needed)
   config.dcic.prior = "shipped"           # "shipped" (checkpoints/prior), "train" (the prior block below), a prior
-                                          # workdir / export / diffusers or guided-diffusion file, or analytic:STD
+                                          # workdir / export / [PRESET:]diffusers or guided-diffusion file (presets: README),
+                                          # or analytic:STD
+  config.dcic.prior_flags = ""            # flags the prior's weights do not record (JSON object or file), over its preset
+                                          # and sidecar <weights>.json (dcic_jax/diffusion/presets.py)
   config.dcic.rates = ""                  # comma-separated rate names (export folder names) that get the grid; "" = all
   config.dcic.kd = "0,0.5,1"              # K_D values of the grid: the fraction of the way to the distortion set
   config.dcic.kp = "0,0.5,1"              # K_P values: the fraction of the way to the idempotence set; the grid is their product
@@ -82,12 +85,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.dcic.chunk = 1                   # (grid point, image) pairs vmapped together per device (memory vs speed)
 
   # ---- diffusion prior trained by the job when dcic.prior == "train" (diffusion/train.py) ----
-  config.prior = default_prior_config()   # every field is commented in dcic_jax/diffusion/train.py
+  config.prior = default_prior_config()   # every field is commented in dcic_jax/diffusion/prior_config.py
   config.prior.train.data_dir = "data/photos"  # folder of training photos (random crops)
 
   # ---- report (report/) ----
   config.report = ml_collections.ConfigDict()
   config.report.crop = 96                 # side of the centre crops in the (K_D, K_P) image grid
+  config.report.baselines = ""            # comma-separated RD(P) curves in CompressAI's results JSON layout, drawn and
+                                          # BD-compared beside DCIC's (report/baselines.py)
 
   # ---- perceptual metrics (metrics/perceptual.py; their weights cannot be downloaded here) ----
   config.metrics = ml_collections.ConfigDict()

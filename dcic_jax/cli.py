@@ -2,10 +2,18 @@
                  python -m dcic_jax decompress IN.dcic OUT.png [--checkpoint DIR]
                  python -m dcic_jax decompress IN.dcic OUT.png --kd 1 --kp 1 [--steps N ...]
                  python -m dcic_jax decompress IN.dcic --grid "0,0.5,1x0,0.5,1" --out-dir DIR
+                 python -m dcic_jax report DIR [--original IN.png]
+                 python -m dcic_jax TOOL ... (run, score, train-prior, import-compressai, calibrate,
+                                              convert-metric-weights, prepare-dataset)
 
 Without --kd/--kp/--grid, decompress writes the base reconstruction x̂_b. With them it runs the
 DCIC decoder (a diffusion prior from --prior) at one (K_D, K_P) point, or at every point of the
-grid "K_D values x K_P values" in one compiled call (one PNG per point plus settings.json).
+grid "K_D values x K_P values" in one compiled call (one PNG per point, base.png and
+settings.json); `report DIR` writes DIR/report.html, an explorer of that grid (report/explorer.py).
+
+`dcic` (the installed command) is the same program. A TOOL hands its arguments to the module that
+implements it (`dcic run ...` is `python -m dcic_jax.main ...`; `dcic TOOL --help` shows its own
+flags), so every command of the project has one entry point and one error convention.
 
 User errors (bad files, wrong model, bad flags) print one line and exit with status 2; outputs
 are written atomically, so a failed run never leaves a partial file. Images larger than the pixel
@@ -19,27 +27,28 @@ import pathlib
 import sys
 
 from dcic_jax import limits
-from dcic_jax.errors import UserError, exit_code
-
-SHIPPED = pathlib.Path(__file__).resolve().parent.parent / "checkpoints"
-
+from dcic_jax.argtypes import Parser, number, seed_type
+from dcic_jax.errors import UserError, exit_code, report
 
 def find_checkpoint(header) -> pathlib.Path:
   """The shipped export whose fingerprint matches the file's header."""
+  from dcic_jax import assets
+  shipped = assets.shipped("checkpoints")
   want = header.fingerprint.hex()
-  for info_path in sorted(SHIPPED.glob("*/codec.json")):
+  for info_path in sorted(shipped.glob("*/codec.json")):
     if json.loads(info_path.read_text()).get("fingerprint") == want:
       return info_path.parent
-  raise UserError(f"no checkpoint in {SHIPPED} matches this file (codec {header.codec_id!r}, "
+  raise UserError(f"no checkpoint in {shipped} matches this file (codec {header.codec_id!r}, "
                   f"fingerprint {want}); pass --checkpoint DIR")
 
 
 def _compress(args) -> None:
+  from dcic_jax.assets import resolve
   from dcic_jax.codecs import codec as codec_lib
   from dcic_jax.data.images import load_rgb
   from dcic_jax.entropy.bitstream import write_atomic
   image = load_rgb(args.input)
-  codec = codec_lib.load(args.checkpoint)
+  codec = codec_lib.load(resolve(args.checkpoint))
   data = codec.compress(image, seed=args.seed)
   write_atomic(args.output, data)
   h, w = image.shape[:2]
@@ -68,23 +77,24 @@ def _decompress(args) -> None:
     check_factors(config_from(vars(args)), [v for point in points for v in point])
   data = bitstream.read_file(args.input)
   header, _ = bitstream.unpack(data)
-  ckpt = pathlib.Path(args.checkpoint) if args.checkpoint else find_checkpoint(header)
+  from dcic_jax.assets import resolve
+  ckpt = resolve(args.checkpoint) if args.checkpoint else find_checkpoint(header)
   codec = codec_lib.load(ckpt)
   decoded = codec.decompress(data)
   if not dcic:
     save_png_atomic(args.output, decoded.image)
     print(f"{args.output}: {header.width}x{header.height} base reconstruction ({header.codec_id})")
     return
-  from dcic_jax.dcic.calibrate import weights
+  from dcic_jax.dcic.calibrate import weights_or_calibrate
   from dcic_jax.dcic.decode import dcic_decode
-  from dcic_jax.diffusion.prior import load_prior
+  from dcic_jax.sweep import point_name
+  from dcic_jax.diffusion.prior import load_prior, notes as prior_notes
   info = json.loads((ckpt / "codec.json").read_text())
-  w_d, w_p = weights(info, args.variant)
+  (w_d, w_p), note = weights_or_calibrate(info, args.variant, args.mode, codec, [decoded], str(ckpt))
   cfg = config_from(vars(args), w_d=w_d, w_p=w_p)
-  prior = load_prior(args.prior)
-  if "dcic" not in info and cfg.mode != "project":
-    print(f"note: {ckpt} has no DCIC calibration (python -m dcic_jax.dcic.calibrate {ckpt}); "
-          "using w_D = w_P = 1", file=sys.stderr)
+  prior = load_prior(args.prior, args.prior_flags)
+  for note in [note] * bool(note) + list(prior_notes(prior, header.height, header.width, cfg.mode)):
+    print(note, file=sys.stderr)
   images = dcic_decode(codec, prior, [decoded], cfg, [p[0] for p in points], [p[1] for p in points],
                        chunk=args.chunk, progress=True)[:, 0]
   if args.grid is None:
@@ -96,10 +106,11 @@ def _decompress(args) -> None:
   out_dir.mkdir(parents=True, exist_ok=True)
   files = []
   for (k_d, k_p), image in zip(points, images):
-    name = f"kd{k_d:g}_kp{k_p:g}.png"
+    name = f"{point_name(k_d, k_p)}.png"
     save_png_atomic(out_dir / name, image)
     files.append({"k_d": k_d, "k_p": k_p, "file": name})
-  settings = {"input": str(args.input), "checkpoint": str(ckpt), "prior": prior.name,
+  save_png_atomic(out_dir / "base.png", decoded.image)
+  settings = {"input": str(args.input), "bytes": len(data), "checkpoint": str(ckpt), "prior": prior.name,
               "seed": header.seed, "prng": header.prng_impl, "dcic": dataclasses.asdict(cfg),
               "points": files}
   bitstream.write_atomic(out_dir / "settings.json", (json.dumps(settings, indent=2) + "\n").encode())
@@ -120,42 +131,6 @@ def _grid(text: str) -> tuple[list[float], list[float]]:
   return values[0], values[1]
 
 
-def number(kind=float, low=None, high=None):
-  """argparse type: a finite number of `kind` in [low, high] (None: unbounded)."""
-  def parse(text: str):
-    try:
-      v = kind(text)
-    except ValueError:
-      raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
-    if not math.isfinite(v) or (low is not None and v < low) or (high is not None and v > high):
-      what = "an integer" if kind is int else "a finite number"
-      bounds = [f"{op} {b:g}" for op, b in ((">=", low), ("<=", high)) if b is not None]
-      raise argparse.ArgumentTypeError(f"must be {what} {' and '.join(bounds)}, got {text}")
-    return v
-  return parse
-
-
-def seed_type(bits: int):
-  """argparse type for a seed in [0, 2**bits) (decimal or 0x...)."""
-  def parse(text: str) -> int:
-    try:
-      v = int(text, 0)
-    except ValueError:
-      raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 0 <= v < 2**bits:
-      raise argparse.ArgumentTypeError(f"seed must be in [0, 2**{bits}), got {v}")
-    return v
-  return parse
-
-
-class Parser(argparse.ArgumentParser):
-  """argparse with its refusals as a UserError (one `error:` line, status 2), not a usage block;
-  subparsers inherit it."""
-
-  def error(self, message: str):
-    raise UserError(f"{self.prog}: {message} (see --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
   from dcic_jax.dcic.sampler import MODES, DCICConfig
   defaults = DCICConfig()
@@ -164,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
   c = sub.add_parser("compress", help="image -> .dcic file")
   c.add_argument("input")
   c.add_argument("output")
-  c.add_argument("--checkpoint", required=True, help="codec export directory (e.g. checkpoints/bmshj2018-q3)")
+  c.add_argument("--checkpoint", required=True, help="codec export directory (e.g. checkpoints/bmshj2018-q3: a shipped one unless that path exists here)")
   c.add_argument("--seed", type=seed_type(64), default=0, help="decoder noise seed stored in the header (0..2**64-1)")
   c.add_argument("--max-pixels", type=_limit, default=None, help=f"pixel limit on the input image (default "
                  f"${limits.ENV_VAR} or {limits.DEFAULT_MAX_PIXELS})")
@@ -182,8 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
                  "mode, a weight >= 0 in schedule / dps (default 0)")
   g.add_argument("--grid", default=None, help='K_D values x K_P values, e.g. "0,0.5,1x0,0.5,1"')
   g.add_argument("--out-dir", default=None, help="folder for the grid's PNGs and settings.json")
-  g.add_argument("--prior", default=None, help="diffusion prior: train workdir, diffusers/guided-diffusion "
-                 "checkpoint, or analytic:STD (default: the shipped prior)")
+  g.add_argument("--prior", default=None, help="diffusion prior: train workdir, [PRESET:]diffusers/guided-diffusion "
+                 "checkpoint (presets: README), or analytic:STD (default: the shipped prior)")
+  g.add_argument("--prior-flags", default=None, help="the checkpoint's flags its weights do not record, as a JSON "
+                 "object or file (over its preset and sidecar <weights>.json)")
   g.add_argument("--steps", dest="num_steps", type=number(int, 1), default=defaults.num_steps, help="reverse steps N")
   g.add_argument("--start-step", type=number(int, 0), default=defaults.start_step, help="late start at step k (0: from noise)")
   g.add_argument("--eta", type=number(low=0.0), default=defaults.eta, help="DDIM eta of the sampler step")
@@ -207,7 +184,42 @@ def build_parser() -> argparse.ArgumentParser:
                  help="schedule / dps: the idempotence residual")
   g.add_argument("--chunk", type=number(int, 1), default=1, help="grid points decoded together per device")
   d.set_defaults(fn=_decompress)
+  r = sub.add_parser("report", help="explorer page (DIR/report.html) of a decompress --grid --out-dir DIR")
+  r.add_argument("dir")
+  r.add_argument("--original", default=None, help="the original image: measure every point against it")
+  r.set_defaults(fn=_report, max_pixels=None)
+  for name, (module, _, text) in TOOLS.items():   # listed in --help; main() hands them their argv
+    sub.add_parser(name, help=f"{text} (python -m {module})", add_help=False)
   return p
+
+
+# name: (module, its entry point taking argv, one-line help). Each keeps its own `python -m` form.
+TOOLS = {
+    "run": ("dcic_jax.main", "cli_main", "the study: train, encode, decode, evaluate, report "
+            "(--config=configs/NAME.py --workdir=DIR [--dry_run])"),
+    "score": ("dcic_jax.score", "main", "metrics of a folder of reconstructions against the originals"),
+    "train-prior": ("dcic_jax.diffusion.train", "main", "train a diffusion prior on a folder of images"),
+    "import-compressai": ("dcic_jax.codecs.compressai_import", "main",
+                          "a CompressAI hyperprior checkpoint as a codec export"),
+    "calibrate": ("dcic_jax.dcic.calibrate", "main", "store w_D, w_P of the penalty modes in a codec export"),
+    "convert-metric-weights": ("dcic_jax.metrics.perceptual", "main",
+                               "LPIPS / Inception weights from their PyTorch files"),
+    "prepare-dataset": ("dcic_jax.data.tfds_builders", "main", "build a dataset's array_record files"),
+}
+
+
+def _tool(name: str, argv: list[str]) -> int:
+  import importlib  # pylint: disable=g-import-not-at-top
+  module, entry, _ = TOOLS[name]
+  try:
+    return getattr(importlib.import_module(module), entry)(argv) or 0
+  except UserError as e:
+    return report(e)
+
+
+def _report(args) -> None:
+  from dcic_jax.report.explorer import write_grid_report
+  print(f"{write_grid_report(args.dir, args.original)}: open it in a browser")
 
 
 def _limit(text: str) -> int:
@@ -218,6 +230,9 @@ def _limit(text: str) -> int:
 
 
 def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if argv and argv[0] in TOOLS:
+    return _tool(argv[0], argv[1:])
   return exit_code(_run, argv)
 
 

@@ -33,13 +33,42 @@ def main(argv):
     sys.exit(report(e))
 
 
+def _shipped_config(argv):
+  """argv with a --config that names no file from here pointed at the shipped config of that name
+  (configs/demo.py from any directory), and the shipped root importable for `from configs import`."""
+  from dcic_jax import assets
+  out = []
+  for arg in argv:
+    if arg.startswith("--config="):
+      path, sep, rest = arg[len("--config="):].partition(":")   # ml_collections' PATH:ARGS form
+      arg = f"--config={assets.resolve(path)}{sep}{rest}"
+    out.append(arg)
+  try:
+    root = str(assets.root())
+  except UserError:
+    return out
+  if root not in sys.path:
+    sys.path.append(root)
+  return out
+
+
 def parse_flags(argv):
   """absl's parser, its refusals (a bad or missing flag, a config file that does not load) as one
   `error:` line and status 2 instead of its multi-line block."""
   try:
-    return FLAGS(argv)
+    rest = FLAGS(_shipped_config(argv))
   except flags.Error as e:
     sys.exit(report(UserError(f"{argv[0]}: {e}")))
+  try:
+    FLAGS.config.keys()   # ml_collections loads the file on first use: a bad one is one line here
+  except Exception as e:  # pylint: disable=broad-except  (any error of a user's config file)
+    sys.exit(report(UserError(f"{argv[0]}: --config: {str(e).strip().splitlines()[-1].strip()}")))
+  return rest
+
+
+def cli_main(argv) -> None:
+  """`dcic run ARGS`: the same program as `python -m dcic_jax.main ARGS`."""
+  app.run(main, argv=["dcic run", *argv], flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from dcic_jax.assets import resolve
 from dcic_jax.errors import UserError
 
 STAGES = ("train_codec", "train_prior", "encode", "decode", "evaluate", "report")
@@ -50,7 +51,8 @@ class GridPoint:
 
   @property
   def name(self) -> str:
-    return f"kd{self.k_d:g}_kp{self.k_p:g}"
+    from dcic_jax.sweep import point_name
+    return point_name(self.k_d, self.k_p)
 
 
 def parse_values(text: str, what: str) -> list[float]:
@@ -104,7 +106,7 @@ class Workdir:
 
 def stage_train_codec(config, wd: Workdir) -> list[Rate]:
   """Train one codec (train_codec.steps > 0) or take the exports listed in eval.checkpoints."""
-  rates = [Rate(pathlib.Path(c).name, c) for c in str(config.eval.checkpoints).split(",") if c]
+  rates = [Rate(pathlib.Path(c).name, str(resolve(c))) for c in str(config.eval.checkpoints).split(",") if c]
   if config.train_codec.steps > 0:
     export_dir = config.export_dir or str(wd / "codec_export")
     if not (pathlib.Path(export_dir) / "codec.json").is_file() or not wd.is_done(
@@ -140,9 +142,9 @@ def stage_train_prior(config, wd: Workdir) -> str | None:
     return None
   spec = config.dcic.prior
   if spec == "shipped":
-    from dcic_jax.diffusion.prior import SHIPPED_PRIOR
-    if not os.path.isdir(SHIPPED_PRIOR):
-      raise UserError(f"no shipped prior at {SHIPPED_PRIOR}; set dcic.prior to a prior path, "
+    from dcic_jax.diffusion.prior import shipped_prior
+    if not os.path.isdir(shipped_prior()):
+      raise UserError(f"no shipped prior at {shipped_prior()}; set dcic.prior to a prior path, "
                       "'train', or analytic:STD")
     return None  # load_prior(None): checkpoints/prior
   if spec != "train":
@@ -154,7 +156,8 @@ def stage_train_prior(config, wd: Workdir) -> str | None:
                       "diffusers UNet2DModel folder, a guided-diffusion .pt, or a prior "
                       "workdir/export), or set dcic.prior to 'shipped' or 'train'")
     return spec
-  from dcic_jax.diffusion.train import folder_crops, latest_step, train_prior
+  from dcic_jax.diffusion.prior_files import latest_step
+  from dcic_jax.diffusion.train import folder_crops, train_prior
   tc = config.prior.train
   fp = _fingerprint(config.prior.to_dict())
   if not wd.is_done("train_prior", fp):
@@ -177,7 +180,8 @@ def eval_images(config) -> list[tuple[str, np.ndarray]]:
   """(name, uint8 [H, W, 3]) of the evaluation set, centre-cropped to eval.crop if set."""
   from dcic_jax.data import datasets
   from dcic_jax.data.images import center_crop, resize_short
-  images = datasets.eval_images(config.eval.dataset, config.eval.images_dir,
+  images_dir = config.eval.images_dir and str(resolve(config.eval.images_dir))
+  images = datasets.eval_images(config.eval.dataset, images_dir,
                                 split=config.eval.split, max_images=config.eval.max_images)
   out = []
   for im in images:

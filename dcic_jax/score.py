@@ -15,7 +15,6 @@ a.webp); a missing partner, a duplicate stem or a size mismatch is a one-line er
 SWD and KID draw random numbers from --seed (default 0, printed with the results).
 """
 
-import argparse
 import dataclasses
 import json
 import math
@@ -25,7 +24,7 @@ import sys
 import jax
 import numpy as np
 
-from dcic_jax.cli import seed_type
+from dcic_jax.argtypes import Parser, seed_type
 from dcic_jax.errors import UserError, exit_code
 
 
@@ -185,7 +184,7 @@ def _json_ready(x):
 
 
 def build_parser():
-  p = argparse.ArgumentParser(prog="python -m dcic_jax.score",
+  p = Parser(prog="python -m dcic_jax.score",
                               description=__doc__.splitlines()[0])
   p.add_argument("originals", help="folder of original images")
   p.add_argument("recons", help="folder of reconstructions (same file stems)")
@@ -227,8 +226,7 @@ def run(args):
 
 
 def main(argv=None):
-  args = build_parser().parse_args(argv)
-  return exit_code(run, args)
+  return exit_code(lambda: run(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -47,6 +47,12 @@ class WorkUnit:
 
 # ----------------------------------------------------------------------------- building units
 
+def point_name(k_d: float, k_p: float) -> str:
+  """The file/folder name of a grid point, e.g. kd0.5_kp1: the one spelling the pipeline, the CLI
+  and the report share."""
+  return f"kd{k_d:g}_kp{k_p:g}"
+
+
 def grid_units(rate: str, images: Sequence[str], k_d: Sequence[float], k_p: Sequence[float],
                path_fn: Callable[[str, str, int, float, float], str]) -> list[list[WorkUnit]]:
   """The outputs of one grid call, [G][B]: `path_fn(rate, image, point, k_d, k_p)` names each."""

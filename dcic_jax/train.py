@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 import tqdm
 
 from dcic_jax import checkpointing, sharding
-from dcic_jax.codecs.registry import make_codec
+from dcic_jax.codecs.registry import codec_kwargs, make_codec
 from dcic_jax.data.images import list_images, load_rgb
 from dcic_jax.data.input_pipeline import crop_draws, cut, prefetch
 from dcic_jax.errors import UserError
@@ -33,10 +33,6 @@ class TrainState(flax.struct.PyTreeNode):
   step: jax.Array
   params: dict
   opt_state: optax.OptState
-
-
-def codec_kwargs(config) -> dict:
-  return {k: v for k, v in config.codec.items() if k != "id"}
 
 
 def rd_loss(module, params, x_BHW3, rng, lmbda: float, aux_weight: float):

@@ -117,10 +117,10 @@ def jax_benchmarks(args) -> dict:
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   # pylint: disable-next=g-import-not-at-top
-  from dcic_jax.diffusion import convert, samplers, schedules, train, unet
+  from dcic_jax.diffusion import convert, prior_config, samplers, schedules, train, unet
 
   cfg = convert.unet_config_from_diffusers(_diffusers_config(args))
-  tc = train.default_prior_config().train
+  tc = prior_config.default_prior_config().train
   tc.update(learning_rate=1e-4, warmup_steps=1, weight_decay=0.0)
   tx = train.make_optimizer(tc)
   schedule = schedules.make_schedule("linear", 1000)

@@ -57,7 +57,7 @@ if [ "$PRIOR_MIN" != 0 ]; then
     bash experiments/train_shipped_prior.sh > /dev/null
   # Exported to /tmp and returned as one tar: the lease hands back flat files only (orbax's
   # nested checkpoint folders were left behind on the 2026-11-26 lease).
-  python3 -c "from dcic_jax.diffusion.train import export_prior; print('exported', export_prior('/tmp/prior', '/tmp/prior_export'))" \
+  python3 -c "from dcic_jax.diffusion.prior_files import export_prior; print('exported', export_prior('/tmp/prior', '/tmp/prior_export'))" \
     2>&1 | tail -3 | tee -a "$OUT/train_prior.txt"
   tar cf "$OUT/prior.tar" -C /tmp prior_export && log "prior exported to $OUT/prior.tar"
   log "prior done"

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from dcic_jax.data.images import list_images, load_rgb  # noqa: E402
 from dcic_jax.data.input_pipeline import random_crops  # noqa: E402
 from dcic_jax.diffusion import samplers, schedules  # noqa: E402
-from dcic_jax.diffusion.prior import SHIPPED_PRIOR, load_prior  # noqa: E402
+from dcic_jax.diffusion.prior import load_prior, shipped_prior  # noqa: E402
 from dcic_jax.metrics import swd  # noqa: E402
 
 HELD_OUT = ("045", "046", "047", "048", "049")  # file stems: .png originals or half-size .webp
@@ -81,7 +81,7 @@ def curve(prior_dir: pathlib.Path, every: int) -> list[tuple[int, float]]:
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--prior", default=SHIPPED_PRIOR)
+  p.add_argument("--prior", default=shipped_prior())
   p.add_argument("--photos", default=str(REPO.parent / "shared" / "data" / "photos"))
   p.add_argument("--size", type=int, default=64, help="crop / sample side")
   p.add_argument("--num", type=int, default=48, help="images per set")

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from configs import train_codec as train_codec_config  # noqa: E402
 from dcic_jax import checkpointing, sharding, train  # noqa: E402
 from dcic_jax.codecs import codec as codec_lib  # noqa: E402
-from dcic_jax.codecs.registry import make_codec  # noqa: E402
+from dcic_jax.codecs.registry import codec_kwargs, make_codec  # noqa: E402
 from dcic_jax.data.images import load_rgb  # noqa: E402
 from dcic_jax.entropy.bitstream import write_atomic  # noqa: E402
 from dcic_jax.metrics.image import psnr  # noqa: E402
@@ -55,7 +55,7 @@ def seconds_per_step(config) -> float:
   """Wall seconds of one train step here: the compiled step (the one `train_codec` will reuse)
   on a random batch, and the host's crop of the next batch, whichever is slower."""
   tc = config.train_codec
-  module = make_codec(config.codec.id, **train.codec_kwargs(config))
+  module = make_codec(config.codec.id, **codec_kwargs(config))
   mesh = sharding.data_mesh()
   state = train.initial_state(module, tc, jax.random.PRNGKey(0), mesh)
   step = train._jitted_train_step(module, tc.grad_clip, tc.aux_lr, tc.aux_weight, mesh, train.rd_loss)

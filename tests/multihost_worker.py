@@ -32,8 +32,8 @@ CODEC_STEPS = 3
 
 def _prior_config(num_steps: int):
   import ml_collections
-  from dcic_jax.diffusion import train
-  prior = train.default_prior_config()
+  from dcic_jax.diffusion import prior_config
+  prior = prior_config.default_prior_config()
   prior.unet = dict(base_channels=8, channel_mult=(1,), num_res_blocks=0, attention_levels=(),
                     mid_attention=False, norm_groups=4, dropout=0.1, remat=False)
   prior.train.update(batch_size=8, num_steps=num_steps, warmup_steps=2, log_every=1,

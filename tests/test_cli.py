@@ -100,6 +100,24 @@ def test_no_traceback_from_the_real_process(tmp_path):
   assert not (tmp_path / "o.png").exists()
 
 
+def test_one_command_hands_every_tool_its_arguments(tmp_path, capsys):
+  """`dcic TOOL ...` runs the module behind TOOL with the same one-line refusals as compress."""
+  assert set(cli.TOOLS) >= {"run", "score", "train-prior", "import-compressai", "calibrate",
+                            "convert-metric-weights", "prepare-dataset"}
+  helps = subprocess.run([sys.executable, "-m", "dcic_jax", "--help"], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120).stdout
+  assert all(name in helps for name in cli.TOOLS)
+  for tool, needle in (("score", "python -m dcic_jax.score"), ("calibrate", "python -m dcic_jax.dcic.calibrate"),
+                       ("train-prior", "--workdir")):
+    assert _run(tool) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and needle in err and err.count("\n") == 1
+  # The absl job: a config that does not exist is one line too (ml_collections loads it lazily).
+  p = subprocess.run([sys.executable, "-m", "dcic_jax", "run", "--config=configs/nope.py", f"--workdir={tmp_path}/w"],
+                     capture_output=True, text=True, cwd=tmp_path, timeout=300)
+  assert p.returncode == 2 and p.stderr.startswith("error: dcic run: --config:") and p.stderr.count("\n") == 1
+
+
 @pytest.fixture(scope="module")
 def small_file(tmp_path_factory, ckpt):
   path = tmp_path_factory.mktemp("dcic") / "small.dcic"
@@ -131,6 +149,22 @@ def test_dcic_grid_writes_every_point_and_its_settings(tmp_path, ckpt, small_fil
   assert _run("decompress", small_file, one, "--checkpoint", ckpt, "--prior", "analytic:0.5", "--steps", "3",
               "--kd", "1", "--kp", "0.5") == 0
   np.testing.assert_array_equal(np.asarray(Image.open(one)), images["kd1_kp0.5.png"])
+
+
+def test_a_penalty_mode_calibrates_an_uncalibrated_codec_on_the_file(tmp_path, ckpt, small_file, capsys):
+  """w_P = 1 would make K_P mean something else per codec: the file's own x̂_b calibrates it."""
+  import json
+  import numpy as np
+  from dcic_jax.codecs import codec as codec_lib
+  from dcic_jax.dcic import calibrate
+  assert "dcic" not in json.loads((ckpt / "codec.json").read_text())
+  out = tmp_path / "p.png"
+  assert _run("decompress", small_file, out, "--checkpoint", ckpt, "--prior", "analytic:0.5", "--steps", "2",
+              "--mode", "schedule", "--grad", "x0", "--kp", "1") == 0
+  codec = codec_lib.load(ckpt)
+  w_p = np.median(calibrate.ratios_of_decoded(codec, [codec.decompress(small_file.read_bytes())], "reconstruction"))
+  assert f"no DCIC calibration; w_P = {w_p:.4g} from the 1 file(s)" in capsys.readouterr().err
+  assert out.is_file()
 
 
 @pytest.mark.parametrize("args, match", [

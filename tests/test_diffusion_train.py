@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcic_jax.diffusion import losses, schedules, train
+from dcic_jax.diffusion import losses, prior_config, prior_files, schedules, train
 
 # One level, no attention, three residual blocks (middle ×2, up ×1): the smallest UNet that
 # still trains through dropout, remat and a skip; compiling the step dominates this file.
@@ -17,7 +17,7 @@ TINY_UNET = dict(base_channels=8, channel_mult=(1,), num_res_blocks=0, attention
 
 
 def _config(num_steps, batch_size):
-  prior = train.default_prior_config()
+  prior = prior_config.default_prior_config()
   prior.unet = TINY_UNET
   prior.train.update(batch_size=batch_size, num_steps=num_steps, warmup_steps=2, log_every=1,
                      checkpoint_every=2, progress_bar=False, seed=7, ema_decay=0.9)
@@ -40,7 +40,7 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path):
   assert not all(jax.tree.leaves(jax.tree.map(
       lambda p, e: np.array_equal(p, e), straight.params, straight.ema_params)))
   assert os.listdir(tmp_path / "a" / "prior" / "tensorboard")
-  cfg, params, schedule = train.load_trained_prior(str(tmp_path / "b"))
+  cfg, params, schedule = prior_files.load_trained_prior(str(tmp_path / "b"))
   assert cfg.remat and schedule.num_steps == 1000
   jax.tree.map(np.testing.assert_array_equal, params, resumed.ema_params)
 

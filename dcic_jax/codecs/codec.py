@@ -1,6 +1,6 @@
 """A trained codec as a value: module + params + coding tables, with real compress/decompress.
 
-`Codec.compress(image) -> bytes` writes a complete .dcic file (DESIGN §3);
+`Codec.compress(image) -> bytes` writes a complete .dcic file (docs/design.md §3);
 `Codec.decompress(bytes) -> Decoded` gives back the latents and the base reconstruction x̂_b.
 The coding path is:  z -> round(z - median) -> factorized tables;  exact integer h_s(z_hat) ->
 (mu, sigma index) -> round(y - mu) -> Gaussian tables;  z then y range-coded by constriction into
@@ -449,7 +449,7 @@ def export_trained(config, params, out_dir) -> Codec:
   """Fit z's quantiles (`fit_quantiles`), round the parameters to their stored form
   (`checkpointing.storage_form`), build the tables of that rounded codec, write the export directory."""
   from dcic_jax import checkpointing
-  from dcic_jax.train import codec_kwargs
+  from dcic_jax.codecs.registry import codec_kwargs
   kwargs = codec_kwargs(config)
   params, aux_trained, aux_fitted = fit_quantiles(config.codec.id, kwargs, params)
   stored = checkpointing.storage_form(params)

@@ -33,7 +33,6 @@ are checked instead: a checkpoint trained with other values would decode differe
     python -m dcic_jax.codecs.compressai_import --arch mbt2018-mean \\
         --weights mbt2018-mean-3-e9ae7b4f.pth.tar --out checkpoints/mbt2018-mean-q3
 """
-import argparse
 import functools
 import math
 import pathlib
@@ -313,13 +312,14 @@ def write_export(out_dir, arch: str, config: dict, params: dict, source: str = "
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m dcic_jax.codecs.compressai_import",
+  from dcic_jax.argtypes import Parser
+  ap = Parser(prog="python -m dcic_jax.codecs.compressai_import",
                                description="Convert a CompressAI hyperprior checkpoint into a dcic_jax codec export.")
   ap.add_argument("--arch", required=True, choices=sorted(ARCHS))
   ap.add_argument("--weights", required=True, help="CompressAI .pth / .pth.tar state dict")
   ap.add_argument("--out", required=True, help="export directory to write (codec.json + state/)")
-  args = ap.parse_args(argv)
   try:
+    args = ap.parse_args(argv)
     config, params = load_compressai_file(args.weights, args.arch)
     codec = write_export(args.out, args.arch, config, params, source=pathlib.Path(args.weights).name)
   except UserError as e:

@@ -42,6 +42,11 @@ def config_fields(codec_id: str) -> list[str]:
   return [f.name for f in dataclasses.fields(_REGISTRY[codec_id][0])]
 
 
+def codec_kwargs(config) -> dict:
+  """The architecture fields of a config's `codec` block (all but its id)."""
+  return {k: v for k, v in config.codec.items() if k != "id"}
+
+
 def make_codec(codec_id: str, **config) -> nn.Module:
   fields = set(config_fields(codec_id))
   unknown = set(config) - fields

@@ -17,7 +17,6 @@ train/validation/test; CelebA-HQ: train and validation; ImageNet: validation onl
 set is read from the extracted folder). Examples keep the name order (no shuffling), so record i
 of a part is the i-th name in the copy's metadata.json.
 """
-import argparse
 import functools
 import pathlib
 import sys
@@ -25,6 +24,7 @@ import sys
 import numpy as np
 
 from dcic_jax.data import datasets
+from dcic_jax.argtypes import Parser
 from dcic_jax.errors import UserError, exit_code
 
 BUILDABLE = ("celeba_hq", "clic2020", "imagenet")
@@ -127,7 +127,7 @@ def prepare(name: str, data_dir, manual_dir=None, force: bool = False, progress:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m dcic_jax.data.tfds_builders",
+  parser = Parser(prog="python -m dcic_jax.data.tfds_builders",
                                    description="Prepare the project's tfds copies (array_record, no TensorFlow).")
   sub = parser.add_subparsers(dest="command", required=True)
   p = sub.add_parser("prepare", help="read the manual files of NAME and write <data-dir>/dcic_NAME/")
@@ -136,9 +136,8 @@ def main(argv=None) -> int:
   p.add_argument("--manual-dir", default=None, help="the dataset's files (default <data-dir>/NAME)")
   p.add_argument("--force", action="store_true", help="rewrite an existing copy")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
-  args = parser.parse_args(argv)
-
   def run():
+    args = parser.parse_args(argv)
     out = prepare(args.name, args.data_dir, args.manual_dir, force=args.force, progress=not args.no_progress)
     print(f"prepared {args.name} in {out}")
   return exit_code(run)

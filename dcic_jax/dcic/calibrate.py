@@ -15,7 +15,6 @@ The ratio is a property of the codec alone (in `xt` mode both gradients pass thr
 hold for any prior paired with it. `python -m dcic_jax.dcic.calibrate CHECKPOINT_DIR [IMAGES_DIR]`
 (re)computes them; the noise comes from an explicit seed.
 """
-import argparse
 import functools
 import json
 import pathlib
@@ -96,7 +95,8 @@ def _run(args) -> None:
   from dcic_jax.data.images import list_images, load_rgb
   from dcic_jax.entropy.bitstream import write_atomic
   codec = codec_lib.load(args.checkpoint)
-  images = [load_rgb(f) for f in list_images(args.images)]
+  from dcic_jax.assets import resolve
+  images = [load_rgb(f) for f in list_images(resolve(args.images))]
   cal = calibrate_codec(codec, images, args.seed)
   info_path = pathlib.Path(args.checkpoint) / "codec.json"
   info = json.loads(info_path.read_text())
@@ -107,11 +107,12 @@ def _run(args) -> None:
 
 def main(argv=None) -> int:
   from dcic_jax.errors import exit_code
-  p = argparse.ArgumentParser(description="compute the DCIC calibration constants of a codec export")
+  from dcic_jax.argtypes import Parser
+  p = Parser(prog="python -m dcic_jax.dcic.calibrate", description="compute the DCIC calibration constants of a codec export")
   p.add_argument("checkpoint")
-  p.add_argument("images", nargs="?", default=str(pathlib.Path(__file__).resolve().parents[2] / "data" / "images"))
+  p.add_argument("images", nargs="?", default="data/images", help="folder of images (default: the shipped crops)")
   p.add_argument("--seed", type=int, default=0)
-  return exit_code(_run, p.parse_args(argv))
+  return exit_code(lambda: _run(p.parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -17,8 +17,10 @@ from typing import Any
 from dcic_jax.diffusion import learned_sigma, samplers, schedules
 from dcic_jax.errors import UserError
 
-SHIPPED_PRIOR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "checkpoints", "prior")
+def shipped_prior() -> str:
+  """The shipped prior's export folder (checkpoints/prior; `assets.py` finds it)."""
+  from dcic_jax import assets  # pylint: disable=g-import-not-at-top
+  return str(assets.shipped("checkpoints/prior"))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -61,11 +63,11 @@ def load_prior(spec: str | None, flags: Any = None) -> Prior:
   text or a JSON file), over its preset and sidecar.
   """
   if spec is None:
-    if not os.path.isdir(SHIPPED_PRIOR):
-      raise UserError(f"no diffusion prior: none is shipped in {SHIPPED_PRIOR}; pass --prior "
+    spec = shipped_prior()
+    if not os.path.isdir(spec):
+      raise UserError(f"no diffusion prior: none is shipped in {spec}; pass --prior "
                       "DIR (a `python -m dcic_jax.diffusion.train` workdir), a diffusers/"
                       "guided-diffusion checkpoint file, or analytic:STD")
-    spec = SHIPPED_PRIOR
   if spec.startswith("analytic:"):
     try:
       std = float(spec.split(":", 1)[1])
@@ -82,17 +84,17 @@ def load_prior(spec: str | None, flags: Any = None) -> Prior:
         if resolved.preset else ""
     raise UserError(f"diffusion prior not found: {resolved.path}{what}")
   from dcic_jax.diffusion import unet
-  from dcic_jax.diffusion import train
+  from dcic_jax.diffusion import prior_files
   resolution = None
   if resolved.preset or resolved.flags:
-    if train.is_exported_prior(spec) or os.path.isdir(os.path.join(spec, "prior")):
+    if prior_files.is_exported_prior(spec) or os.path.isdir(os.path.join(spec, "prior")):
       raise UserError(f"{spec} is a dcic_jax prior: it records its own configuration (drop the "
                       "preset / prior flags)")
-  if train.is_exported_prior(spec):
-    cfg, params, full = train.load_exported_prior(spec)
+  if prior_files.is_exported_prior(spec):
+    cfg, params, full = prior_files.load_exported_prior(spec)
   elif os.path.isdir(os.path.join(spec, "prior")):
     try:
-      cfg, params, full = train.load_trained_prior(spec)
+      cfg, params, full = prior_files.load_trained_prior(spec)
     except FileNotFoundError as e:
       raise UserError(str(e)) from None
   else:

@@ -36,34 +36,9 @@ from dcic_jax.data.input_pipeline import load_folder, prefetch, random_crops
 from dcic_jax.errors import UserError
 from dcic_jax.diffusion import losses
 from dcic_jax.diffusion.schedules import Schedule, make_schedule
+from dcic_jax.diffusion.prior_config import default_prior_config
+from dcic_jax.diffusion.prior_files import export_prior, latest_step, prior_dir
 from dcic_jax.diffusion.unet import UNet, UNetConfig, init_params
-
-
-def default_prior_config() -> ml_collections.ConfigDict:
-  """The `config.prior` block that `train_prior` reads (configs/base.py can embed it)."""
-  c = ml_collections.ConfigDict()
-  c.unet = dataclasses.asdict(UNetConfig(  # UNetConfig fields (dcic_jax/diffusion/unet.py)
-      base_channels=64, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_levels=(2,),
-      num_heads=4, dropout=0.1, use_scale_shift_norm=True))
-  c.schedule = "linear"          # β schedule: "linear" (DDPM) or "cosine" (Improved DDPM)
-  c.num_timesteps = 1000         # T of the training chain
-  c.train = ml_collections.ConfigDict()
-  c.train.seed = 0               # PRNG seed of init, t and ε draws (never a default seed)
-  c.train.batch_size = 64        # global batch (sharded over all devices)
-  c.train.crop_size = 64         # random-crop size of the folder iterator
-  c.train.num_steps = 200_000    # optimiser steps
-  c.train.learning_rate = 2e-4   # AdamW peak learning rate (DDPM: 2e-4)
-  c.train.warmup_steps = 5_000   # linear warm-up from 0 (DDPM: 5000)
-  c.train.grad_clip = 1.0        # global-norm clipping (DDPM: 1.0)
-  c.train.weight_decay = 0.0     # AdamW decoupled weight decay
-  c.train.adam_b1 = 0.9          # Adam β1
-  c.train.adam_b2 = 0.999        # Adam β2
-  c.train.ema_decay = 0.9999     # EMA of the weights used for sampling (DDPM: 0.9999)
-  c.train.log_every = 100        # TensorBoard / progress-bar scalars every k steps
-  c.train.checkpoint_every = 5_000  # orbax checkpoint every k steps (and at the end)
-  c.train.max_to_keep = 3        # checkpoints kept
-  c.train.progress_bar = True    # tqdm bar on process 0
-  return c
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -140,21 +115,6 @@ def folder_crops(folder: str, crop_size: int, batch_size: int, seed: int,
   return random_crops(images, crop_size, batch_size, seed, start)
 
 
-def latest_step(workdir: str) -> int:
-  """Optimiser steps of the newest checkpoint under `workdir` (0 if none)."""
-  path = os.path.join(_prior_dir(workdir), "checkpoints")
-  if not os.path.isdir(path):
-    return 0
-  manager = ocp.CheckpointManager(path)
-  step = manager.latest_step()
-  manager.close()
-  return step or 0
-
-
-def _prior_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "prior")
-
-
 def _check_finite(step: int, metrics: dict[str, Any]) -> dict[str, float]:
   values = {k: float(v) for k, v in metrics.items()}
   for name in ("loss", "grad_norm"):
@@ -186,7 +146,7 @@ def train_prior(config: ml_collections.ConfigDict, workdir: str,
   init_fn, train_step = _jitted_fns(cfg, prior.schedule, prior.num_timesteps,
                                     _optimizer_key(tc), tc.ema_decay, mesh)
 
-  out_dir = _prior_dir(workdir)
+  out_dir = prior_dir(workdir)
   manager = ocp.CheckpointManager(
       os.path.join(out_dir, "checkpoints"),
       options=ocp.CheckpointManagerOptions(max_to_keep=tc.max_to_keep, create=True))
@@ -281,82 +241,20 @@ def _log(writer, curve, bar, step: int, metrics, lr_schedule, log_every: int) ->
     bar.set_postfix(loss=f"{values['loss']:.4f}")
 
 
-def load_trained_prior(workdir: str, use_ema: bool = True,
-                       step: int | None = None) -> tuple[UNetConfig, Any, Schedule]:
-  """(UNetConfig, params, full T-step schedule) of a prior trained by `train_prior`."""
-  out_dir = _prior_dir(workdir)
-  with open(os.path.join(out_dir, "prior_config.json")) as f:
-    meta = json.load(f)
-  cfg = UNetConfig(**meta["unet"])
-  manager = ocp.CheckpointManager(os.path.join(out_dir, "checkpoints"))
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"no prior checkpoint under {out_dir}")
-  restored = manager.restore(step, args=ocp.args.StandardRestore())
-  manager.close()
-  params = restored["ema_params"] if use_ema else restored["params"]
-  return cfg, params, make_schedule(meta["schedule"], meta["num_timesteps"])
-
-
-def export_prior(workdir: str, out_dir: str, step: int | None = None) -> str:
-  """Write the EMA weights of a trained prior as a small self-contained folder.
-
-  `out_dir/prior_config.json` (architecture, schedule, steps trained) and `out_dir/params`
-  (orbax, EMA parameters only: a third of a training checkpoint, no optimiser state). Written to a
-  temporary folder first and renamed, so a failed export leaves no half-written prior.
-  """
-  cfg, params, _ = load_trained_prior(workdir, step=step)
-  with open(os.path.join(_prior_dir(workdir), "prior_config.json")) as f:
-    meta = json.load(f)
-  manager = ocp.CheckpointManager(os.path.join(_prior_dir(workdir), "checkpoints"))
-  meta["trained_steps"] = int(manager.latest_step() if step is None else step)
-  manager.close()
-  out_dir = os.path.abspath(out_dir)
-  tmp = out_dir + ".tmp"
-  if os.path.exists(tmp):
-    import shutil  # pylint: disable=g-import-not-at-top
-    shutil.rmtree(tmp)
-  os.makedirs(tmp)
-  with open(os.path.join(tmp, "prior_config.json"), "w") as f:
-    json.dump({**meta, "unet": dataclasses.asdict(cfg)}, f, indent=2)
-  with checkpointing.local_checkpointer() as ckpt:
-    ckpt.save(os.path.join(tmp, "params"), params)
-  curve = os.path.join(_prior_dir(workdir), "metrics.jsonl")
-  if os.path.isfile(curve):  # the training curve travels with the weights
-    with open(curve) as src, open(os.path.join(tmp, "metrics.jsonl"), "w") as dst:
-      dst.writelines(line for line in src
-                     if json.loads(line)["step"] <= meta["trained_steps"])
-  if os.path.exists(out_dir):
-    import shutil  # pylint: disable=g-import-not-at-top
-    shutil.rmtree(out_dir)
-  os.rename(tmp, out_dir)
-  return out_dir
-
-
-def is_exported_prior(path: str) -> bool:
-  return (os.path.isfile(os.path.join(path, "prior_config.json"))
-          and os.path.isdir(os.path.join(path, "params")))
-
-
-def load_exported_prior(path: str) -> tuple[UNetConfig, Any, Schedule]:
-  """(UNetConfig, params, full T-step schedule) of a folder written by `export_prior`."""
-  with open(os.path.join(path, "prior_config.json")) as f:
-    meta = json.load(f)
-  with checkpointing.local_checkpointer() as ckpt:
-    params = ckpt.restore(os.path.abspath(os.path.join(path, "params")))
-  return (UNetConfig(**meta["unet"]), params,
-          make_schedule(meta["schedule"], meta["num_timesteps"]))
-
-
 def _ints(text: str) -> tuple[int, ...]:
   return tuple(int(v) for v in text.split(",") if v.strip())
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
   """Minimal CLI for training a prior on a folder of images (see the module docstring)."""
-  import argparse  # pylint: disable=g-import-not-at-top
+  from dcic_jax.errors import exit_code  # pylint: disable=g-import-not-at-top
+  return exit_code(_train_from_args, argv)
+
+
+def _train_from_args(argv) -> None:
+  from dcic_jax.argtypes import Parser  # pylint: disable=g-import-not-at-top
   defaults = default_prior_config()
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p = Parser(prog="python -m dcic_jax.diffusion.train", description=__doc__.splitlines()[0])
   p.add_argument("--images", required=True, help="folder of PNG/JPEG training images")
   p.add_argument("--workdir", required=True)
   p.add_argument("--crop", type=int, default=64)
@@ -389,17 +287,13 @@ def main(argv: list[str] | None = None) -> None:
                             ema_decay=args.ema, log_every=args.log_every,
                             checkpoint_every=args.checkpoint_every)
   local_batch = args.batch // jax.process_count()
-  try:
-    train_prior(config, args.workdir,
-                folder_crops(args.images, args.crop, local_batch, args.seed + jax.process_index(),
-                             start=latest_step(args.workdir)))
-    if args.export and jax.process_index() == 0:
-      print(f"exported the prior to {export_prior(args.workdir, args.export)}")
-  except UserError as e:
-    import sys  # pylint: disable=g-import-not-at-top
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  train_prior(config, args.workdir,
+              folder_crops(args.images, args.crop, local_batch, args.seed + jax.process_index(),
+                           start=latest_step(args.workdir)))
+  if args.export and jax.process_index() == 0:
+    print(f"exported the prior to {export_prior(args.workdir, args.export)}")
 
 
 if __name__ == "__main__":
-  main()
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.exit(main())

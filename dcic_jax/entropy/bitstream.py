@@ -1,6 +1,6 @@
 """The `.dcic` container: a small validated header followed by the entropy-coded strings.
 
-The header carries everything a decoder needs besides the checkpoint (DESIGN.md §3): which codec and
+The header carries everything a decoder needs besides the checkpoint (docs/design.md §3): which codec and
 which exact parameters wrote the file (so decoding with the wrong model is an error, not garbage), the
 image size and its padding, and the seed + PRNG tag of the decoder's common randomness (DCIC's
 consistent noise costs zero bits). The payload is the strings concatenated; the file size is

@@ -33,7 +33,6 @@ needed for that step only). tests/test_perceptual.py pins every network against 
 lpips on randomly initialised weights (fixtures: experiments/fixtures/make_perceptual_fixtures.py).
 """
 
-import argparse
 import dataclasses
 import functools
 import io
@@ -46,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dcic_jax.argtypes import Parser
 from dcic_jax.errors import UserError, exit_code
 from dcic_jax.metrics import inception
 from dcic_jax.metrics import lpips as lpips_lib
@@ -494,7 +494,7 @@ def _convert_lpips(args):
 
 
 def build_parser():
-  p = argparse.ArgumentParser(prog="python -m dcic_jax.metrics.perceptual",
+  p = Parser(prog="python -m dcic_jax.metrics.perceptual",
                               description="Convert FID Inception / LPIPS PyTorch weights to .npz.")
   sub = p.add_subparsers(dest="command", required=True)
   c = sub.add_parser("convert-inception", help="pt_inception-2015-12-05-6726825d.pth -> .npz")
@@ -511,8 +511,10 @@ def build_parser():
 
 
 def main(argv=None):
-  args = build_parser().parse_args(argv)
-  return exit_code(args.fn, args)
+  def go():
+    args = build_parser().parse_args(argv)
+    args.fn(args)
+  return exit_code(go)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ import html
 import json
 import math
 import pathlib
-import warnings
 
 from dcic_jax.data.images import load_rgb
 from dcic_jax.entropy.bitstream import write_atomic
+from dcic_jax.report import baselines as baselines_lib
 from dcic_jax.report import curves as curves_lib
+from dcic_jax.report import explorer
 from dcic_jax.report import plots
+from dcic_jax.sweep import point_name
 
 
 def _fmt(v: float, key: str) -> str:
@@ -76,6 +78,11 @@ class _Doc:
     self.html.append(f'<figure><img src="{html.escape(path.name)}" alt="{html.escape(caption)}">'
                      f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
+  def explorer(self, fragment: str, note: str):
+    """The interactive explorer in the HTML; a pointer to it in the Markdown."""
+    self.md.append(note + "\n")
+    self.html.append(fragment)
+
   def write(self, out_dir: pathlib.Path, title: str) -> pathlib.Path:
     write_atomic(out_dir / "report.md", ("\n".join(self.md)).encode())
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:"
@@ -87,12 +94,16 @@ class _Doc:
     return out_dir / "report.md"
 
 
-def build_report(workdir, measurements: dict, config) -> pathlib.Path:
+def build_report(workdir, measurements: dict, config, stage_order=()) -> pathlib.Path:
+  """report.md / report.html in workdir/report; `stage_order` lists the pipeline's stages in the
+  order its stage-time table should show them (others follow in the order they were recorded)."""
   workdir = pathlib.Path(workdir)
   out = workdir / "report"
   out.mkdir(parents=True, exist_ok=True)
   metrics = curves_lib.available_metrics(measurements)
-  curve_list = curves_lib.curves(measurements)
+  published = baselines_lib.load(config.report.get("baselines", ""))
+  curve_list = curves_lib.curves(measurements) + published
+  curve_metrics = curves_lib.metrics_of([p for c in curve_list for p in c.points])
   stages = json.loads((workdir / "stages.json").read_text()) if (
       workdir / "stages.json").is_file() else {}
   names = sorted(p.stem for p in (workdir / "originals").glob("*.png"))
@@ -119,22 +130,34 @@ def build_report(workdir, measurements: dict, config) -> pathlib.Path:
   doc.table(["rate", "bpp", "decoder"] + [t for t, _, _ in metrics],
             headline_rows(measurements, metrics))
 
+  if dcic_names:
+    doc.heading("Explorer")
+    doc.explorer(explorer.section_html(explorer.workdir_data(workdir, measurements, out)),
+                 "report.html has an interactive explorer of every decoded (K_D, K_P) point: "
+                 "sliders, the decode beside the original and the base reconstruction, the D–P "
+                 "plane and the metrics of the selected point.")
+
   doc.heading("Rate–distortion–perception curves")
-  doc.image(plots.rd_curves(curve_list, metrics, out / "rd_curves.png"),
-            "RD curves: real bpp against each metric, base codecs and DCIC boundary curves")
+  doc.image(plots.rd_curves(curve_list, curve_metrics, out / "rd_curves.png"),
+            "RD curves: real bpp against each metric, base codecs, DCIC boundary curves"
+            + (" and published curves (report.baselines)" if published else ""))
+  if published:
+    doc.para("Published curves from report.baselines: "
+             + ", ".join(f"`{c.label}`" for c in published) + ". Their numbers come from other "
+             "test sets and protocols than this run's unless the files say otherwise.")
 
   if len(curve_list) > 1:
     doc.heading("BD metrics")
-    with warnings.catch_warnings():
-      warnings.simplefilter("ignore")
-      anchor, rows = curves_lib.bd_table(curve_list, metrics)
-    doc.para(f"Against the anchor `{anchor}` (PCHIP): BD-rate / BD-metric for each metric. "
-             "BD-rate is undefined where a curve's metric is not monotone in rate.")
-    doc.table(["curve"] + [t for t, _, _ in metrics], rows)
+    doc.para("BD-rate / BD-metric (PCHIP) of each curve against an anchor, for each metric: "
+             "negative BD-rate and positive BD-PSNR / BD-MS-SSIM are better, as are negative "
+             "BD-FID and BD-SWD. A cell that cannot be computed says why.")
+    for anchor in [curve_list[0]] + published:
+      doc.heading(f"Against {anchor.label}", 3)
+      doc.table(["curve"] + [t for t, _, _ in curve_metrics],
+                curves_lib.bd_table(curve_list, curve_metrics, anchor))
 
   if dcic_names:
-    perception = next(((t, k) for t, k, h in metrics if not h and k != "lpips"),
-                      ("patch SWD", "swd"))
+    perception = curves_lib.perception_metric(metrics)
     doc.heading("Distortion–perception plane")
     doc.image(plots.dp_plane(measurements, dcic_names, perception, out / "dp_plane.png"),
               "every (K_D, K_P) grid point of every DCIC rate with its Pareto front")
@@ -148,7 +171,7 @@ def build_report(workdir, measurements: dict, config) -> pathlib.Path:
       k_p_values = sorted({p["k_p"] for p in points})
       image = names[0]
       decoded = {(p["k_d"], p["k_p"]): load_rgb(
-          workdir / "decoded" / name / f"kd{p['k_d']:g}_kp{p['k_p']:g}" / f"{image}.png")
+          workdir / "decoded" / name / point_name(p["k_d"], p["k_p"]) / f"{image}.png")
           for p in points}
       path = plots.image_grid(load_rgb(workdir / "originals" / f"{image}.png"),
                               load_rgb(workdir / "base" / name / f"{image}.png"), decoded,
@@ -157,13 +180,12 @@ def build_report(workdir, measurements: dict, config) -> pathlib.Path:
       doc.image(path, f"{image} at {name}: rows K_D, columns K_P ({config.report.crop}px crop)")
 
   if stages:
+    order = [k for k in stage_order if k in stages] + [k for k in stages if k not in stage_order]
     doc.heading("Stage times")
-    from dcic_jax.pipeline import STAGES  # pylint: disable=g-import-not-at-top
     doc.para("Wall time of the run that did each stage's work (a resumed run keeps the times "
              "of the stages it skipped).")
     doc.table(["stage", "seconds", "finished"],
-              [[k, f"{stages[k]['seconds']:.1f}", stages[k]["finished"]] for k in STAGES
-               if k in stages])
+              [[k, f"{stages[k]['seconds']:.1f}", stages[k]["finished"]] for k in order])
   return doc.write(out, "dcic_jax results")
 
 

@@ -22,6 +22,7 @@ def _save(fig, path: pathlib.Path) -> pathlib.Path:
 
 _STYLE = {"base": dict(marker="o", ls="-"), "DCIC_RD": dict(marker="s", ls="--"),
           "DCIC_RP": dict(marker="^", ls=":"), "DCIC_RDP": dict(marker="D", ls="-.")}
+_PUBLISHED = dict(marker="x", ls="-", lw=0.8, alpha=0.8)  # curves from report.baselines
 
 
 def rd_curves(curve_list: list[curves_lib.Curve], metrics, path: pathlib.Path) -> pathlib.Path:
@@ -31,7 +32,7 @@ def rd_curves(curve_list: list[curves_lib.Curve], metrics, path: pathlib.Path) -
   for ax, (title, key, higher) in zip(axes[0], metrics):
     for c in curve_list:
       kind = c.label.rsplit(" ", 1)[-1].strip("()")
-      ax.plot(c.bpp, c.values(key), label=c.label, **_STYLE.get(kind, {}))
+      ax.plot(c.bpp, c.values(key), label=c.label, **_STYLE.get(kind, _PUBLISHED))
     ax.set_xlabel("bpp (real file size)")
     ax.set_ylabel(title + ("" if higher else " (lower is better)"))
     ax.grid(alpha=0.3)
@@ -81,7 +82,7 @@ def image_grid(original, base, decoded: dict, k_d_values, k_p_values, crop: int,
                path: pathlib.Path) -> pathlib.Path:
   """A centre crop of one image: original and base, then rows K_D × columns K_P."""
   from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
-  from dcic_jax.pipeline import center_crop  # pylint: disable=g-import-not-at-top
+  from dcic_jax.data.images import center_crop  # pylint: disable=g-import-not-at-top
   size = min(crop, *original.shape[:2])
   cell = max(size, 128)  # small crops are shown enlarged (nearest) so the labels fit
   label_h, pad = 14, 4

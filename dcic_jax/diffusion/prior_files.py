@@ -1,0 +1,96 @@
+"""A prior on disk: the checkpoints of a `diffusion/train.py` workdir and the small exported folder.
+
+Loading a prior (`diffusion/prior.py`) needs these and nothing of the trainer.
+"""
+import dataclasses
+import json
+import os
+import shutil
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+from dcic_jax import checkpointing
+from dcic_jax.diffusion.schedules import Schedule, make_schedule
+from dcic_jax.diffusion.unet import UNetConfig
+
+
+def latest_step(workdir: str) -> int:
+  """Optimiser steps of the newest checkpoint under `workdir` (0 if none)."""
+  path = os.path.join(prior_dir(workdir), "checkpoints")
+  if not os.path.isdir(path):
+    return 0
+  manager = ocp.CheckpointManager(path)
+  step = manager.latest_step()
+  manager.close()
+  return step or 0
+
+
+def prior_dir(workdir: str) -> str:
+  """`<workdir>/prior`: where `train_prior` keeps checkpoints, its config and metrics.jsonl."""
+  return os.path.join(os.path.abspath(workdir), "prior")
+
+
+def load_trained_prior(workdir: str, use_ema: bool = True,
+                       step: int | None = None) -> tuple[UNetConfig, Any, Schedule]:
+  """(UNetConfig, params, full T-step schedule) of a prior trained by `train_prior`."""
+  out_dir = prior_dir(workdir)
+  with open(os.path.join(out_dir, "prior_config.json")) as f:
+    meta = json.load(f)
+  cfg = UNetConfig(**meta["unet"])
+  manager = ocp.CheckpointManager(os.path.join(out_dir, "checkpoints"))
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no prior checkpoint under {out_dir}")
+  restored = manager.restore(step, args=ocp.args.StandardRestore())
+  manager.close()
+  params = restored["ema_params"] if use_ema else restored["params"]
+  return cfg, params, make_schedule(meta["schedule"], meta["num_timesteps"])
+
+
+def export_prior(workdir: str, out_dir: str, step: int | None = None) -> str:
+  """Write the EMA weights of a trained prior as a small self-contained folder.
+
+  `out_dir/prior_config.json` (architecture, schedule, steps trained) and `out_dir/params`
+  (orbax, EMA parameters only: a third of a training checkpoint, no optimiser state). Written to a
+  temporary folder first and renamed, so a failed export leaves no half-written prior.
+  """
+  cfg, params, _ = load_trained_prior(workdir, step=step)
+  with open(os.path.join(prior_dir(workdir), "prior_config.json")) as f:
+    meta = json.load(f)
+  manager = ocp.CheckpointManager(os.path.join(prior_dir(workdir), "checkpoints"))
+  meta["trained_steps"] = int(manager.latest_step() if step is None else step)
+  manager.close()
+  out_dir = os.path.abspath(out_dir)
+  tmp = out_dir + ".tmp"
+  if os.path.exists(tmp):
+    shutil.rmtree(tmp)
+  os.makedirs(tmp)
+  with open(os.path.join(tmp, "prior_config.json"), "w") as f:
+    json.dump({**meta, "unet": dataclasses.asdict(cfg)}, f, indent=2)
+  with checkpointing.local_checkpointer() as ckpt:
+    ckpt.save(os.path.join(tmp, "params"), params)
+  curve = os.path.join(prior_dir(workdir), "metrics.jsonl")
+  if os.path.isfile(curve):  # the training curve travels with the weights
+    with open(curve) as src, open(os.path.join(tmp, "metrics.jsonl"), "w") as dst:
+      dst.writelines(line for line in src
+                     if json.loads(line)["step"] <= meta["trained_steps"])
+  if os.path.exists(out_dir):
+    shutil.rmtree(out_dir)
+  os.rename(tmp, out_dir)
+  return out_dir
+
+
+def is_exported_prior(path: str) -> bool:
+  return (os.path.isfile(os.path.join(path, "prior_config.json"))
+          and os.path.isdir(os.path.join(path, "params")))
+
+
+def load_exported_prior(path: str) -> tuple[UNetConfig, Any, Schedule]:
+  """(UNetConfig, params, full T-step schedule) of a folder written by `export_prior`."""
+  with open(os.path.join(path, "prior_config.json")) as f:
+    meta = json.load(f)
+  with checkpointing.local_checkpointer() as ckpt:
+    params = ckpt.restore(os.path.abspath(os.path.join(path, "params")))
+  return (UNetConfig(**meta["unet"]), params,
+          make_schedule(meta["schedule"], meta["num_timesteps"]))
