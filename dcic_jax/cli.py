@@ -46,19 +46,19 @@ def _compress(args) -> None:
   from dcic_jax.assets import resolve
   from dcic_jax.codecs import codec as codec_lib
   from dcic_jax.data.images import load_rgb
-  from dcic_jax.entropy.bitstream import write_atomic
+  from dcic_jax.io import write_bytes
   image = load_rgb(args.input)
   codec = codec_lib.load(resolve(args.checkpoint))
   data = codec.compress(image, seed=args.seed)
-  write_atomic(args.output, data)
+  write_bytes(args.output, data)
   h, w = image.shape[:2]
   print(f"{args.output}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp ({w}x{h}, {codec.codec_id})")
 
 
 def _decompress(args) -> None:
   from dcic_jax.codecs import codec as codec_lib
-  from dcic_jax.data.images import save_png_atomic
   from dcic_jax.entropy import bitstream
+  from dcic_jax.io import save_png, write_json
   dcic = args.kd is not None or args.kp is not None or args.grid is not None
   if args.grid is not None:
     if args.out_dir is None or args.output is not None or args.kd is not None or args.kp is not None:
@@ -82,7 +82,7 @@ def _decompress(args) -> None:
   codec = codec_lib.load(ckpt)
   decoded = codec.decompress(data)
   if not dcic:
-    save_png_atomic(args.output, decoded.image)
+    save_png(args.output, decoded.image)
     print(f"{args.output}: {header.width}x{header.height} base reconstruction ({header.codec_id})")
     return
   from dcic_jax.dcic.calibrate import weights_or_calibrate
@@ -98,7 +98,7 @@ def _decompress(args) -> None:
   images = dcic_decode(codec, prior, [decoded], cfg, [p[0] for p in points], [p[1] for p in points],
                        chunk=args.chunk, progress=True)[:, 0]
   if args.grid is None:
-    save_png_atomic(args.output, images[0])
+    save_png(args.output, images[0])
     print(f"{args.output}: {header.width}x{header.height} DCIC K_D={points[0][0]:g} "
           f"K_P={points[0][1]:g} ({header.codec_id}, prior {prior.name})")
     return
@@ -107,13 +107,13 @@ def _decompress(args) -> None:
   files = []
   for (k_d, k_p), image in zip(points, images):
     name = f"{point_name(k_d, k_p)}.png"
-    save_png_atomic(out_dir / name, image)
+    save_png(out_dir / name, image)
     files.append({"k_d": k_d, "k_p": k_p, "file": name})
-  save_png_atomic(out_dir / "base.png", decoded.image)
+  save_png(out_dir / "base.png", decoded.image)
   settings = {"input": str(args.input), "bytes": len(data), "checkpoint": str(ckpt), "prior": prior.name,
               "seed": header.seed, "prng": header.prng_impl, "dcic": dataclasses.asdict(cfg),
               "points": files}
-  bitstream.write_atomic(out_dir / "settings.json", (json.dumps(settings, indent=2) + "\n").encode())
+  write_json(out_dir / "settings.json", settings, indent=2)
   print(f"{out_dir}: {len(points)} DCIC decodes + settings.json ({header.codec_id}, prior {prior.name})")
 
 

@@ -10,8 +10,9 @@ import time
 import numpy as np
 import tqdm
 
+from dcic_jax import io
 from dcic_jax.codecs.codec import Codec
-from dcic_jax.data.images import load_rgb, save_png_atomic
+from dcic_jax.data.images import load_rgb
 from dcic_jax.entropy import bitstream
 from dcic_jax.metrics.image import quality
 
@@ -47,8 +48,8 @@ def evaluate_codec(codec: Codec, name: str, image_paths, out_dir=None, seed: int
     if out_dir is not None:
       out = pathlib.Path(out_dir)
       out.mkdir(parents=True, exist_ok=True)
-      bitstream.write_atomic(out / f"{pathlib.Path(path).stem}.dcic", data)
-      save_png_atomic(out / f"{pathlib.Path(path).stem}.png", decoded.image)
+      io.write_bytes(out / f"{pathlib.Path(path).stem}.dcic", data)
+      io.save_png(out / f"{pathlib.Path(path).stem}.png", decoded.image)
     header_bytes = len(data) - sum(len(s) for s in bitstream.unpack(data)[1])
     rows.append(Row(pathlib.Path(path).name, name, 8 * len(data) / (h * w), sum(bits.values()) / (h * w),
                     p, m, exact, t1 - t0, t2 - t1, 8 * header_bytes / (h * w)))

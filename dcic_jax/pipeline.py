@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from dcic_jax import io
 from dcic_jax.assets import resolve
 from dcic_jax.errors import UserError
 
@@ -90,11 +91,11 @@ class Workdir:
     return self.done().get(stage, {}).get("fingerprint") == fingerprint
 
   def mark_done(self, stage: str, fingerprint: str, seconds: float) -> None:
-    from dcic_jax.entropy.bitstream import write_atomic
+    from dcic_jax.io import write_json
     done = self.done()
     done[stage] = {"fingerprint": fingerprint, "seconds": round(seconds, 2),
                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-    write_atomic(self._stages_path, (json.dumps(done, indent=1) + "\n").encode())
+    write_json(self._stages_path, done)
 
   def __truediv__(self, other):
     return self.root / other
@@ -217,7 +218,7 @@ def stage_encode(config, wd: Workdir, rates: list[Rate]) -> list[str]:
   for unit in sweep.assign([sweep.WorkUnit("", n, path=f"originals/{n}.png") for n in names],
                            me, hosts):
     if not (wd / unit.path).is_file():
-      _save_png(wd / unit.path, pixels[unit.image])
+      io.save_png(wd / unit.path, pixels[unit.image], make_parents=True)
   units = [sweep.WorkUnit(r.name, n, path=f"files/{r.name}/{n}.dcic") for r in rates for n in names]
   paths = {r.name: r.path for r in rates}
   codec, loaded = None, None
@@ -229,17 +230,12 @@ def stage_encode(config, wd: Workdir, rates: list[Rate]) -> list[str]:
       codec, loaded = codec_lib.load(paths[unit.rate]), unit.rate
     data = codec.compress(pixels[unit.image], seed=_file_seed(config.eval.seed,
                                                               names.index(unit.image)))
-    sweep.atomic_write(wd / unit.path, lambda tmp, data=data: tmp.write_bytes(data))
-    _save_png(base_path, codec.decompress(data).image)
+    io.write_bytes(wd / unit.path, data, make_parents=True)
+    io.save_png(base_path, codec.decompress(data).image, make_parents=True)
   _barrier("encode-files")
   if _is_writer():
     wd.mark_done("encode", fp, time.perf_counter() - t0)
   return names
-
-
-def _save_png(path: pathlib.Path, image_HW3: np.ndarray) -> None:
-  from dcic_jax import sweep
-  sweep.atomic_write(path, lambda tmp: sweep.save_png(tmp, image_HW3))
 
 
 def _file_seed(seed: int, index: int) -> int:
@@ -331,7 +327,7 @@ def decoded_size(wd: Workdir, rate: Rate, name: str) -> tuple[int, int]:
 
 def _check_setting(out_root: pathlib.Path, setting: str, config, prior_spec) -> None:
   """decoded/<rate>/ holds decodes of one DCIC setting; a different setting starts afresh."""
-  from dcic_jax.entropy.bitstream import write_atomic
+  from dcic_jax.io import write_json
   marker = out_root / "setting.json"
   if not _is_writer():
     _barrier(f"setting:{out_root.name}")
@@ -343,7 +339,7 @@ def _check_setting(out_root: pathlib.Path, setting: str, config, prior_spec) -> 
     out_root.mkdir(parents=True, exist_ok=True)
     info = {"fingerprint": setting, "prior": prior_spec or "shipped",
             "dcic": config.dcic.to_dict()}
-    write_atomic(marker, (json.dumps(info, indent=1) + "\n").encode())
+    write_json(marker, info)
   _barrier(f"setting:{out_root.name}")
 
 
@@ -364,7 +360,7 @@ def stage_evaluate(config, wd: Workdir, rates: list[Rate], names: list[str]) -> 
   """Metrics of the base codec and of every grid point, one JSON file per rate."""
   from dcic_jax import score
   from dcic_jax.data.images import load_rgb
-  from dcic_jax.entropy.bitstream import write_atomic
+  from dcic_jax.io import write_json
   points = grid_points(config) if _dcic_enabled(config) else []
   with_grid = {r.name for r in dcic_rates(config, rates)} if points else set()
   fp = _fingerprint(wd.done().get("decode", {}).get("fingerprint"),
@@ -393,8 +389,7 @@ def stage_evaluate(config, wd: Workdir, rates: list[Rate], names: list[str]) -> 
         entries[p.name] = {**e, "k_d": p.k_d, "k_p": p.k_p}
     results[rate.name] = {"rate": rate.name, "path": rate.path, "bpp": float(np.mean(bpp)),
                           "bpp_per_image": dict(zip(names, bpp)), "points": entries}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, (json.dumps(results[rate.name], indent=1) + "\n").encode())
+    write_json(path, results[rate.name], make_parents=True)
   if not done:
     wd.mark_done("evaluate", fp, time.perf_counter() - t0)
   return results
@@ -482,8 +477,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> pathlib.Path | None:
   writer = _is_writer()
   times = {}
   if writer:   # temporaries of writers killed in an earlier run, before anyone writes again
-    from dcic_jax import sweep
-    sweep.remove_stale_temporaries(wd.root)
+    from dcic_jax.io import remove_stale_temporaries
+    remove_stale_temporaries(wd.root)
   _barrier("clean")
 
   def timed(name, fn, *args, collective=True):

@@ -16,7 +16,6 @@ SWD and KID draw random numbers from --seed (default 0, printed with the results
 """
 
 import dataclasses
-import json
 import math
 import pathlib
 import sys
@@ -219,8 +218,8 @@ def run(args):
                  batch_size=args.batch_size)
   print(format_table(result))
   if args.json:
-    from dcic_jax.entropy.bitstream import write_atomic
-    write_atomic(args.json, (json.dumps(_json_ready(result), indent=1) + "\n").encode())
+    from dcic_jax.io import write_json
+    write_json(args.json, _json_ready(result))
     print(f"wrote {args.json}")
   return result
 

@@ -10,9 +10,9 @@ Two kinds of work:
 * Independent units (encode an image, score a file): `assign` deals them to processes,
   deterministic and balanced, each unit to exactly one process.
 
-Every output is written atomically (temporary file + rename), so a host killed mid-sweep leaves
-only whole files, and `pending` (`pending_images` for a call) lists exactly what a re-run still
-has to do. The output root must be one file system every host sees (NFS, Filestore, GCS FUSE);
+Every output is written atomically (`io.atomic_write`: temporary file + rename), so a host
+killed mid-sweep leaves only whole files, and `pending` (`pending_images` for a call) lists
+exactly what a re-run still has to do. The output root must be one file system every host sees (NFS, Filestore, GCS FUSE);
 the report then reads the union of everyone's files.
 
 `estimate` sizes a sweep for `--dry-run`: devices × items per device × steps × seconds per
@@ -20,19 +20,14 @@ UNet call → wall time.
 """
 import dataclasses
 import math
-import os
 import pathlib
-import socket
 import time
 from typing import Callable, Iterable, Sequence
 
 import jax
 import numpy as np
 
-from dcic_jax.errors import UserError
-
-_TMP_MARK = ".tmp-"
-
+from dcic_jax import io
 
 @dataclasses.dataclass(frozen=True, order=True)
 class WorkUnit:
@@ -119,51 +114,6 @@ def pending_images(units: Sequence[Sequence[WorkUnit]], root) -> list[int]:
   return [int(b) for b in np.flatnonzero(missing)]
 
 
-def atomic_write(path, write: Callable[[pathlib.Path], None]) -> pathlib.Path:
-  """Run `write(tmp)` on a temporary file beside `path`, then rename it onto `path`.
-
-  The temporary name is hidden, unique per host and process and keeps the suffix (so writers that
-  pick a format from it work); a rename is atomic on POSIX file systems, so readers and `pending`
-  see either no file or the whole file. An OSError (no permission, disk full) becomes a one-line
-  UserError, as in `bitstream.write_atomic`.
-  """
-  path = pathlib.Path(path)
-  tmp = path.with_name(f".{path.stem}{_TMP_MARK}{socket.gethostname()}-{os.getpid()}{path.suffix}")
-  try:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write(tmp)
-    os.replace(tmp, path)
-  except OSError as e:
-    raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-  finally:
-    if tmp.exists():
-      tmp.unlink()
-  return path
-
-
-def remove_stale_temporaries(root) -> int:
-  """Delete the temporary files killed writers left under `root`; returns how many.
-
-  Call it on one process before the sweep starts (never while other hosts are writing).
-  """
-  n = 0
-  for p in pathlib.Path(root).rglob(f".*{_TMP_MARK}*"):
-    if p.is_file():
-      p.unlink()
-      n += 1
-  return n
-
-
-def save_png(path: pathlib.Path, image_uint8: np.ndarray) -> None:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  Image.fromarray(np.asarray(image_uint8, np.uint8)).save(path, format="PNG")
-
-
-def save_npy(path: pathlib.Path, array: np.ndarray) -> None:
-  with open(path, "wb") as f:
-    np.save(f, np.asarray(array))
-
-
 # ----------------------------------------------------------------------------- sharded calls
 
 def owners(array: jax.Array) -> np.ndarray:
@@ -211,14 +161,15 @@ def local_items(array: jax.Array, process_index: int | None = None):
 
 
 def write_owned(array: jax.Array, units: Sequence[Sequence[WorkUnit]], root,
-                save: Callable[[pathlib.Path, np.ndarray], None] = save_png,
+                save: Callable[..., pathlib.Path] = io.save_png,
                 convert: Callable[[np.ndarray], np.ndarray] | None = None,
                 overwrite: bool = False) -> list[WorkUnit]:
   """Write this host's outputs of a sharded call: element [g, b] of `array` to `units[g][b]`.
 
   `array` may have more rows than `units` (a grid padded to whole chunks): those are not written.
-  `convert` maps an element before saving (e.g. [−1, 1] floats → cropped uint8). Outputs that
-  exist already are skipped unless `overwrite`. Returns the units this host wrote.
+  `save(path, element, make_parents=True)` writes one output atomically (`io.save_png`,
+  `io.save_npy`); `convert` maps an element before saving (e.g. [−1, 1] floats → cropped uint8).
+  Outputs that exist already are skipped unless `overwrite`. Returns the units this host wrote.
   """
   if not (len(units) <= array.shape[0] and len(units[0]) == array.shape[1]):
     raise ValueError(f"{len(units)}x{len(units[0])} units for an output of shape {array.shape[:2]}")
@@ -229,7 +180,7 @@ def write_owned(array: jax.Array, units: Sequence[Sequence[WorkUnit]], root,
     unit = units[g][b]
     path = output_path(root, unit)
     if overwrite or not path.is_file():
-      atomic_write(path, lambda tmp, x=x: save(tmp, convert(x) if convert else x))
+      save(path, convert(x) if convert else x, make_parents=True)
       written.append(unit)
   return written
 

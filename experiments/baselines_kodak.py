@@ -24,7 +24,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from dcic_jax.baselines import classical  # noqa: E402
 from dcic_jax.data.images import list_images, load_rgb  # noqa: E402
-from dcic_jax.entropy.bitstream import write_atomic  # noqa: E402
+from dcic_jax.io import write_bytes  # noqa: E402
 from dcic_jax.metrics.bd import bd_rate  # noqa: E402
 from dcic_jax.metrics.image import ms_ssim, psnr  # noqa: E402
 from dcic_jax.metrics.swd import swd  # noqa: E402
@@ -165,11 +165,11 @@ def main(argv=None):
   print(text)
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  write_atomic(out / "baselines_kodak.md", text.encode())
+  write_bytes(out / "baselines_kodak.md", text.encode())
   payload = dict(images=[p.name for p in paths], targets=targets, seed=args.seed,
                  results=results, bd_rate_vs_jpeg=bd, score_seconds=score_times,
                  skipped={c.name: c.note for c in skipped})
-  write_atomic(out / "baselines_kodak.json", json.dumps(payload, indent=1).encode())
+  write_bytes(out / "baselines_kodak.json", json.dumps(payload, indent=1).encode())
   return results
 
 

@@ -16,7 +16,7 @@ import statistics
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from dcic_jax.entropy.bitstream import write_atomic  # noqa: E402
+from dcic_jax.io import write_bytes  # noqa: E402
 from dcic_jax.report import explorer, headless  # noqa: E402
 
 # the first contentful paint in ms after navigation start, once the page has painted
@@ -61,7 +61,7 @@ def screenshot(url: str, path: pathlib.Path) -> int:
   raw.unlink()
   buf = io.BytesIO()
   small.save(buf, format="PNG", optimize=True)
-  write_atomic(path, buf.getvalue())
+  write_bytes(path, buf.getvalue())
   return len(buf.getvalue())
 
 

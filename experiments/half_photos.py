@@ -18,7 +18,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from dcic_jax.data.images import list_images, load_rgb  # noqa: E402
-from dcic_jax.entropy.bitstream import write_atomic  # noqa: E402
+from dcic_jax.io import write_bytes  # noqa: E402
 
 
 def main(argv=None):
@@ -32,7 +32,7 @@ def main(argv=None):
     im = im.resize((im.width // 2, im.height // 2), Image.Resampling.BOX)
     buf = io.BytesIO()
     im.save(buf, "WEBP", lossless=True, quality=100, method=4)
-    write_atomic(dst / (path.stem + ".webp"), buf.getvalue())
+    write_bytes(dst / (path.stem + ".webp"), buf.getvalue())
   print(f"wrote {len(list_images(dst))} images to {dst}")
 
 

@@ -20,7 +20,7 @@ from dcic_jax.metrics.image import quality  # noqa: E402
 from dcic_jax.baselines import classical  # noqa: E402
 from dcic_jax.codecs import codec as codec_lib  # noqa: E402
 from dcic_jax.data.images import list_images, load_rgb  # noqa: E402
-from dcic_jax.entropy.bitstream import write_atomic  # noqa: E402
+from dcic_jax.io import write_bytes  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -68,8 +68,8 @@ def main():
       lines.append(f"| {name} | {r['image']} | {r['bpp']:.4f} | {r['bpp_est']:.4f} | "
                    f"{100 * (r['bpp'] / r['bpp_est'] - 1):+.2f}% | {r['latents_exact']} |")
   report = "\n".join(lines) + "\n"
-  write_atomic(out / "kodak_rd.md", report.encode())
-  write_atomic(out / "kodak_rd.json", json.dumps(dict(summaries=summaries, per_image=per_image), indent=1).encode())
+  write_bytes(out / "kodak_rd.md", report.encode())
+  write_bytes(out / "kodak_rd.json", json.dumps(dict(summaries=summaries, per_image=per_image), indent=1).encode())
   print(report.split("## File")[0])
   over = [100 * (r["bpp"] / r["bpp_est"] - 1) for rows in per_image.values() for r in rows]
   print(f"overhead file vs estimate over {len(over)} files: mean {np.mean(over):+.2f}%, max {np.max(over):+.2f}%")

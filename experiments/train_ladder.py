@@ -34,7 +34,7 @@ from dcic_jax import checkpointing, sharding, train  # noqa: E402
 from dcic_jax.codecs import codec as codec_lib  # noqa: E402
 from dcic_jax.codecs.registry import codec_kwargs, make_codec  # noqa: E402
 from dcic_jax.data.images import load_rgb  # noqa: E402
-from dcic_jax.entropy.bitstream import write_atomic  # noqa: E402
+from dcic_jax.io import write_bytes  # noqa: E402
 from dcic_jax.metrics.image import psnr  # noqa: E402
 
 EVAL_CROPS = sorted((REPO / "data" / "images").glob("kodim*_crop.png"))  # a quick look only
@@ -115,7 +115,7 @@ def npz_params(data, quality: int) -> dict:
 def save_npz(path, arrays: dict) -> None:
   buf = io.BytesIO()
   np.savez(buf, **arrays)
-  write_atomic(path, buf.getvalue())
+  write_bytes(path, buf.getvalue())
 
 
 def main(argv=None):

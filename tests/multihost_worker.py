@@ -89,7 +89,7 @@ def grid_decode(out_root: pathlib.Path):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from dcic_jax import sweep
+  from dcic_jax import io, sweep
   from dcic_jax.codecs.registry import make_codec
   from dcic_jax.dcic import constraints, grid, sampler
   from dcic_jax.data.images import load_rgb
@@ -114,7 +114,7 @@ def grid_decode(out_root: pathlib.Path):
   units = sweep.grid_units("tiny", stems, K_D, K_P,
                            lambda r, im, g, kd, kp: f"{r}/{im}/kd{kd:g}_kp{kp:g}.npy")
   todo = sweep.pending_images(units, out_root)
-  written = sweep.write_owned(out, units, out_root, save=sweep.save_npy)
+  written = sweep.write_owned(out, units, out_root, save=io.save_npy)
   return dict(todo=todo, written=[u.path for u in written], owners=sweep.owners(out).tolist(),
               mesh=dict(mesh.shape))
 
@@ -125,13 +125,14 @@ STUDY_LOST = "decoded/bmshj2018-q3/kd1_kp1/kodim15_crop.png"  # lost before the 
 def pipeline_study(root: pathlib.Path) -> dict:
   """The main job on 2 tiny exports × 2 images × a 2×2 (K_D, K_P) grid, on every host.
 
-  Returns the workdir files this host wrote (through `sweep.atomic_write`) in the first run and
+  Returns the images and .dcic files this host wrote (through `io.atomic_write`; the stage and
+  setting records and the measurements are process 0's) in the first run and
   in a second run after one decoded file and the stage records were lost (a host killed
   mid-sweep): that run must redo exactly the lost file.
   """
   import jax
   from configs import base
-  from dcic_jax import pipeline, sharding, sweep
+  from dcic_jax import io, pipeline, sharding
   from tiny_exports import export_random_codec
   exports, wd = root / "exports", root / "wd"
   if jax.process_index() == 0:
@@ -146,13 +147,16 @@ def pipeline_study(root: pathlib.Path) -> dict:
   config.report.crop = 32
 
   written: list[str] = []
-  real_write = sweep.atomic_write
+  real_write = io.atomic_write
 
-  def recording_write(path, write):
-    written.append(str(pathlib.Path(path).relative_to(wd)))
-    return real_write(path, write)
+  def recording_write(path, write, **kwargs):
+    path, root = pathlib.Path(path).absolute(), wd.absolute()
+    if path.is_relative_to(root) and path.suffix in (".png", ".dcic") and path.relative_to(
+        root).parts[0] in ("originals", "files", "base", "decoded"):
+      written.append(str(path.relative_to(root)))
+    return real_write(path, write, **kwargs)
 
-  sweep.atomic_write = recording_write
+  io.atomic_write = recording_write
   try:
     pipeline.run(config, str(wd))
     first = sorted(written)
@@ -164,7 +168,7 @@ def pipeline_study(root: pathlib.Path) -> dict:
     sharding.sync("study-lost")
     pipeline.run(config, str(wd))
   finally:
-    sweep.atomic_write = real_write
+    io.atomic_write = real_write
   return dict(first=first, second=sorted(written))
 
 

@@ -109,14 +109,14 @@ def test_missing_libraries_become_notes(monkeypatch):
 def test_experiment_smoke(tmp_path, image):
   """The Kodak script end to end on one small image and two codecs (fast path)."""
   import importlib.util
-  from dcic_jax.data.images import save_png_atomic
+  from dcic_jax.io import save_png
   path = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "baselines_kodak.py"
   spec = importlib.util.spec_from_file_location("baselines_kodak", path)
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   folder = tmp_path / "imgs"
   folder.mkdir()
-  save_png_atomic(folder / "a.png", image)
+  save_png(folder / "a.png", image)
   results = mod.main(["--kodak", str(folder), "--bpps", "0.25,0.5,1.0", "--codecs", "jpeg,webp",
                       "--out", str(tmp_path / "out"), "--workers", "1"])
   assert set(results) == {"jpeg", "webp"}

@@ -11,6 +11,7 @@ import pytest
 
 from dcic_jax.entropy import bitstream
 from dcic_jax.entropy.bitstream import Header
+from dcic_jax import io
 from dcic_jax.errors import BitstreamError, UserError
 
 HEADER = Header(codec_id="bmshj2018", fingerprint=bytes(range(8)), height=5, width=7,
@@ -300,46 +301,14 @@ def test_check_model():
 
 def test_write_and_read(tmp_path):
   path = tmp_path / "img.dcic"
-  bitstream.write_atomic(path, _file())
+  io.write_bytes(path, _file())
   assert bitstream.unpack(bitstream.read_file(path)) == (HEADER, STRINGS)
-  bitstream.write_atomic(str(path), b"second")  # Overwrites.
+  io.write_bytes(str(path), b"second")  # Overwrites.
   assert bitstream.read_file(path) == b"second"
   assert os.listdir(tmp_path) == ["img.dcic"]
   umask = os.umask(0)
   os.umask(umask)
   assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
-
-
-def test_write_failure_keeps_destination(tmp_path, monkeypatch):
-  path = tmp_path / "img.dcic"
-  bitstream.write_atomic(path, b"original")
-  with pytest.raises(TypeError):  # A programmer error mid-write propagates unchanged.
-    bitstream.write_atomic(path, object())
-  assert path.read_bytes() == b"original"
-  assert os.listdir(tmp_path) == ["img.dcic"]
-
-  def disk_full(fd):
-    raise OSError(28, "No space left on device")
-
-  monkeypatch.setattr(bitstream.os, "fsync", disk_full)
-  with pytest.raises(UserError, match="No space left"):
-    bitstream.write_atomic(path, b"new")
-  assert path.read_bytes() == b"original"
-  assert os.listdir(tmp_path) == ["img.dcic"]
-
-
-def test_write_into_missing_directory(tmp_path):
-  with pytest.raises(UserError, match="cannot write"):
-    bitstream.write_atomic(tmp_path / "nope" / "img.dcic", b"x")
-  assert os.listdir(tmp_path) == []
-
-
-def test_replace_failure_leaves_no_temp(tmp_path):
-  target = tmp_path / "is_a_dir"
-  (target / "child").mkdir(parents=True)  # os.replace onto a non-empty directory fails.
-  with pytest.raises(UserError, match="cannot write"):
-    bitstream.write_atomic(target, b"x")
-  assert sorted(os.listdir(tmp_path)) == ["is_a_dir"]
 
 
 def test_read_file_errors(tmp_path):

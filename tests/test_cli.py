@@ -8,7 +8,7 @@ from PIL import Image
 
 from conftest import IMAGES, REPO, tiny_codec
 from dcic_jax import cli
-from dcic_jax.entropy.bitstream import write_atomic
+from dcic_jax.io import write_bytes
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_bad_inputs_give_one_line_and_no_output(tmp_path, ckpt, capsys):
   }
   for name, content in cases.items():
     if content is not None:
-      write_atomic(tmp_path / name, content)
+      write_bytes(tmp_path / name, content)
     out = tmp_path / (name + ".png")
     assert _run("decompress", tmp_path / name, out, "--checkpoint", ckpt) == 2, name
     err = capsys.readouterr().err
@@ -81,7 +81,7 @@ def test_bad_inputs_give_one_line_and_no_output(tmp_path, ckpt, capsys):
     assert not out.exists()
   # Wrong model: another tiny codec's file.
   other = tiny_codec("bmshj2018")
-  write_atomic(tmp_path / "other.dcic", other.compress(np.zeros((8, 8, 3), np.uint8)))
+  write_bytes(tmp_path / "other.dcic", other.compress(np.zeros((8, 8, 3), np.uint8)))
   assert _run("decompress", tmp_path / "other.dcic", tmp_path / "x.png", "--checkpoint", ckpt) == 2
   assert "codec" in capsys.readouterr().err
   # Not an image; a checkpoint that isn't one.

@@ -100,15 +100,6 @@ def list_images(folder) -> list[pathlib.Path]:
   return files
 
 
-def save_png_atomic(path, image_HW3: np.ndarray) -> None:
-  """Write a PNG through a temporary file + rename, so no partial output is ever left behind."""
-  from dcic_jax.entropy.bitstream import write_atomic
-  import io
-  buf = io.BytesIO()
-  Image.fromarray(np.asarray(image_HW3, np.uint8)).save(buf, format="PNG")
-  write_atomic(path, buf.getvalue())
-
-
 def center_crop(image_HW3: np.ndarray, size: int, setting: str = "crop") -> np.ndarray:
   """The size×size centre of an image; one UserError line naming `setting` if it is smaller."""
   h, w = image_HW3.shape[:2]

@@ -93,7 +93,7 @@ def weights_or_calibrate(info: dict, variant: str, mode: str, codec, decoded: li
 def _run(args) -> None:
   from dcic_jax.codecs import codec as codec_lib
   from dcic_jax.data.images import list_images, load_rgb
-  from dcic_jax.entropy.bitstream import write_atomic
+  from dcic_jax.io import write_json
   codec = codec_lib.load(args.checkpoint)
   from dcic_jax.assets import resolve
   images = [load_rgb(f) for f in list_images(resolve(args.images))]
@@ -101,7 +101,7 @@ def _run(args) -> None:
   info_path = pathlib.Path(args.checkpoint) / "codec.json"
   info = json.loads(info_path.read_text())
   info["dcic"] = cal
-  write_atomic(info_path, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+  write_json(info_path, info, indent=2, sort_keys=True)
   print(f"{info_path}: {cal}")
 
 

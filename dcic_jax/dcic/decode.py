@@ -2,7 +2,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from dcic_jax import sweep
+from dcic_jax import io, sweep
 from dcic_jax.dcic import constraints
 from dcic_jax.dcic.grid import GridDecoder
 from dcic_jax.dcic.sampler import DCICConfig, header_key
@@ -66,5 +66,5 @@ def dcic_decode_to_files(codec, prior, decoded: list, cfg: DCICConfig, k_d, k_p,
   written once, by its owner, with nothing gathered across hosts. Returns the units written."""
   out = _grid_call(codec, prior, decoded, cfg, k_d, k_p, chunk, progress)
   h, w = decoded[0].header.height, decoded[0].header.width
-  return sweep.write_owned(out, units, root, save=sweep.save_png,
+  return sweep.write_owned(out, units, root, save=io.save_png,
                            convert=lambda x: to_uint8(x, h, w))

@@ -39,7 +39,6 @@ huge allocation.
 import dataclasses
 import numbers
 import os
-import secrets
 import struct
 import zlib
 from typing import Sequence
@@ -283,52 +282,6 @@ def check_model(header: Header, codec_id: str, fingerprint: bytes) -> None:
     raise BitstreamError(
         f"file was written by codec {header.codec_id!r} (fingerprint {header.fingerprint.hex()}), "
         f"this checkpoint is {codec_id!r} ({bytes(fingerprint).hex()})")
-
-
-def write_atomic(path, data: bytes) -> None:
-  """Writes via a temp file in the same directory + os.replace: readers never see half a file.
-
-  An OSError (missing directory, no permission, disk full) becomes a one-line UserError; the
-  destination is left untouched and no temp file remains.
-  """
-  path = os.fspath(path)
-  directory = os.path.dirname(path) or "."
-  tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
-  fd = None
-  try:
-    # 0o666 & ~umask like an ordinary file (mkstemp would make it 0o600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    with os.fdopen(fd, "wb") as f:
-      fd = None  # Owned (and closed) by f from here on.
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException as e:
-    if fd is not None:
-      os.close(fd)
-    try:
-      os.remove(tmp)
-    except OSError:
-      pass
-    if isinstance(e, OSError):
-      raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    raise
-  _fsync_dir(directory)
-
-
-def _fsync_dir(directory: str) -> None:
-  """Makes the rename itself durable (POSIX); best effort elsewhere."""
-  try:
-    fd = os.open(directory, os.O_RDONLY)
-  except OSError:
-    return
-  try:
-    os.fsync(fd)
-  except OSError:
-    pass
-  finally:
-    os.close(fd)
 
 
 def read_file(path) -> bytes:

@@ -464,10 +464,10 @@ def lpips_distance(net, variables, images_a, images_b):
 
 def save_state_dict_npz(path, state_dict):
   """Write a state dict as an uncompressed .npz, atomically (a failed write leaves no file)."""
-  from dcic_jax.entropy.bitstream import write_atomic  # pylint: disable=g-import-not-at-top
+  from dcic_jax.io import write_bytes  # pylint: disable=g-import-not-at-top
   buffer = io.BytesIO()
   np.savez(buffer, **{k: np.asarray(v) for k, v in state_dict.items()})
-  write_atomic(path, buffer.getvalue())
+  write_bytes(path, buffer.getvalue())
 
 
 def _convert_inception(args):

@@ -9,7 +9,7 @@ import math
 import pathlib
 
 from dcic_jax.data.images import load_rgb
-from dcic_jax.entropy.bitstream import write_atomic
+from dcic_jax.io import write_bytes
 from dcic_jax.report import baselines as baselines_lib
 from dcic_jax.report import curves as curves_lib
 from dcic_jax.report import explorer
@@ -84,13 +84,13 @@ class _Doc:
     self.html.append(fragment)
 
   def write(self, out_dir: pathlib.Path, title: str) -> pathlib.Path:
-    write_atomic(out_dir / "report.md", ("\n".join(self.md)).encode())
+    write_bytes(out_dir / "report.md", ("\n".join(self.md)).encode())
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:"
              "collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:"
              "right}img{max-width:100%}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{style}</style></head><body>{''.join(self.html)}</body></html>\n")
-    write_atomic(out_dir / "report.html", page.encode())
+    write_bytes(out_dir / "report.html", page.encode())
     return out_dir / "report.md"
 
 

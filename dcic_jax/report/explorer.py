@@ -125,12 +125,12 @@ def grid_dir_data(out_dir, original=None) -> dict:
   base_path = out_dir / "base.png"
   reference, orig_src = None, None
   if original is not None:
-    from dcic_jax.data.images import save_png_atomic
+    from dcic_jax.io import save_png
     reference = load_rgb(original)
     if reference.shape[:2] != (h, w):
       raise UserError(f"--original {original} is {reference.shape[1]}x{reference.shape[0]} but "
                       f"the decodes are {w}x{h}")
-    save_png_atomic(out_dir / "original.png", reference)
+    save_png(out_dir / "original.png", reference)
     orig_src = _href(out_dir / "original.png", out_dir)
   points = [{"name": pathlib.Path(f).stem, "k_d": k_d, "k_p": k_p, "label": "",
              "src": {name: _href(out_dir / f, out_dir)},
@@ -175,7 +175,7 @@ def section_html(data: dict) -> str:
 
 def write_grid_report(out_dir, original=None) -> pathlib.Path:
   """DIR/report.html: the explorer of one file's decoded grid."""
-  from dcic_jax.entropy.bitstream import write_atomic
+  from dcic_jax.io import write_bytes
   out_dir = pathlib.Path(out_dir)
   data = grid_dir_data(out_dir, original)
   title = f"DCIC grid of {data['images'][0]}"
@@ -186,7 +186,7 @@ def write_grid_report(out_dir, original=None) -> pathlib.Path:
           f"<h1>{html.escape(title)}</h1><p>{html.escape(note)}</p>{section_html(data)}"
           "</body></html>\n")
   path = out_dir / "report.html"
-  write_atomic(path, page.encode())
+  write_bytes(path, page.encode())
   return path
 
 

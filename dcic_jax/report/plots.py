@@ -12,12 +12,8 @@ def _pyplot():
 
 
 def _save(fig, path: pathlib.Path) -> pathlib.Path:
-  from dcic_jax.entropy.bitstream import write_atomic
-  import io  # pylint: disable=g-import-not-at-top
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-  write_atomic(path, buf.getvalue())
-  return path
+  from dcic_jax.io import atomic_write  # pylint: disable=g-import-not-at-top
+  return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
 
 
 _STYLE = {"base": dict(marker="o", ls="-"), "DCIC_RD": dict(marker="s", ls="--"),
@@ -102,10 +98,6 @@ def image_grid(original, base, decoded: dict, k_d_values, k_p_values, crop: int,
   for r, k_d in enumerate(k_d_values):
     for c, k_p in enumerate(k_p_values):
       put(decoded[(k_d, k_p)], r + 1, c, f"K_D={k_d:g} K_P={k_p:g}")
-  import io  # pylint: disable=g-import-not-at-top
-  from dcic_jax.entropy.bitstream import write_atomic  # pylint: disable=g-import-not-at-top
-  buf = io.BytesIO()
-  canvas.save(buf, format="PNG")
-  write_atomic(path, buf.getvalue())
-  return path
+  from dcic_jax.io import atomic_write  # pylint: disable=g-import-not-at-top
+  return atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"))
 
