@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dcic_jax import torch_io
 from dcic_jax.diffusion import convert, unet
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
@@ -104,14 +105,14 @@ def test_safetensors_reader_and_diffusers_folder(tmp_path):
   bf16 = (a32.view(np.uint32) >> 16).astype(np.uint16)  # truncated to bfloat16
   _write_safetensors(tmp_path / "t.safetensors", {
       "a": ("F32", a32), "h": ("F16", a32.astype(np.float16)), "b": ("BF16", bf16)})
-  got = convert.read_safetensors(str(tmp_path / "t.safetensors"))
+  got = torch_io.read_safetensors(str(tmp_path / "t.safetensors"))
   np.testing.assert_array_equal(got["a"], a32)
   np.testing.assert_array_equal(got["h"], a32.astype(np.float16))
   np.testing.assert_array_equal(got["b"], (bf16.astype(np.uint32) << 16).view(np.float32))
   assert np.abs(got["b"] - a32).max() < 0.02 * np.abs(a32).max()
   (tmp_path / "bad.safetensors").write_bytes(b"\xff" * 16)
   with pytest.raises(ValueError, match="not a safetensors file"):
-    convert.read_safetensors(str(tmp_path / "bad.safetensors"))
+    torch_io.read_safetensors(str(tmp_path / "bad.safetensors"))
 
   # A diffusers model folder: config.json + diffusion_pytorch_model.safetensors.
   sd, config, _ = _fixture("diffusers_ddpm")
@@ -135,4 +136,4 @@ def test_torch_files_need_torch_and_say_so(tmp_path):
   path = tmp_path / "model.pt"
   path.write_bytes(b"")
   with pytest.raises(ImportError, match=r"pip install torch==2\.13\.0"):
-    convert.load_state_dict(str(path))
+    torch_io.load_state_dict(str(path))

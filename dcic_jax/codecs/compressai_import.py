@@ -43,10 +43,10 @@ import flax
 import jax
 import numpy as np
 
+from dcic_jax import torch_io
 from dcic_jax.errors import UserError
 
 ARCHS = {"bmshj2018-hyperprior": "bmshj2018", "mbt2018-mean": "mbt2018-mean"}  # CompressAI name -> our codec id
-TORCH_PIN = "torch==2.13.0"
 
 _PEDESTAL = 2.0**-36          # CompressAI NonNegativeParametrizer: reparam_offset**2
 _BETA_MIN = 1e-6
@@ -164,11 +164,6 @@ def _plan(arch: str, n: int, m: int) -> dict[str, tuple[str, str, tuple[int, ...
 
 
 # ---- conversions ------------------------------------------------------------------------------
-def conv_kernel(w_OIHW: np.ndarray) -> np.ndarray:
-  """PyTorch Conv2d weight -> Flax kernel [kh, kw, in, out]."""
-  return np.ascontiguousarray(np.transpose(w_OIHW, (2, 3, 1, 0)))
-
-
 def deconv_kernel(w_IO55: np.ndarray) -> np.ndarray:
   """ConvTranspose2d(5, stride 2, pad 2, output_pad 1) weight -> sub-pixel 3x3 kernel [3, 3, in, 4·out].
 
@@ -188,7 +183,7 @@ def deconv_bias(b: np.ndarray) -> np.ndarray:
   return np.tile(b, 4)
 
 
-_CONVERT = {"conv_kernel": conv_kernel, "deconv_kernel": deconv_kernel, "deconv_bias": deconv_bias,
+_CONVERT = {"conv_kernel": torch_io.conv_kernel, "deconv_kernel": deconv_kernel, "deconv_bias": deconv_bias,
             "copy": lambda a: a}
 
 
@@ -262,28 +257,15 @@ def convert_state_dict(arch: str, state_dict: dict[str, np.ndarray]) -> tuple[di
 # ---- files ------------------------------------------------------------------------------------
 def load_compressai_file(path, arch: str) -> tuple[dict, dict]:
   """(config, params) from a CompressAI `.pth` / `.pth.tar` (zoo file or training checkpoint)."""
-  try:
-    import torch
-  except ImportError:
-    raise UserError(f"reading CompressAI weights needs PyTorch; install with pip install {TORCH_PIN}") from None
+  what = "reading CompressAI weights"
+  torch_io.import_torch(what)   # before the path check: without torch no file can be read
   path = pathlib.Path(path)
   if not path.is_file():
     raise UserError(f"no such weights file: {path}")
-  try:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as e:  # pickle/zip errors have many types; all mean "not a state dict file"
-    first = (str(e).strip().splitlines() or [""])[0]
-    raise UserError(f"cannot read {path} as a PyTorch state dict ({type(e).__name__}: {first})") from None
-  if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-    obj = obj["state_dict"]  # CompressAI's examples/train.py checkpoints wrap the model's dict
-  if not isinstance(obj, dict) or not obj:
-    raise UserError(f"{path} does not hold a state dict (got {type(obj).__name__})")
-  sd = {}
-  for k, v in obj.items():
-    if not torch.is_tensor(v):
-      raise IncompatibleStateDict(f"{path}: key {k!r} is a {type(v).__name__}, not a tensor")
-    v = v.detach().cpu()
-    sd[k] = (v.to(torch.float32) if v.is_floating_point() else v).numpy()
+  try:   # CompressAI's examples/train.py checkpoints wrap the model's dict in "state_dict"
+    sd = torch_io.load_state_dict(path, wrappers=("state_dict",), strict=True, what=what)
+  except ValueError as e:
+    raise IncompatibleStateDict(str(e)) from None
   try:
     return convert_state_dict(arch, sd)
   except IncompatibleStateDict as e:

@@ -10,12 +10,12 @@ conv OIHW → HWIO, linear OI → IO, and ADM's per-head interleaved qkv → our
 The structure (channels, levels, attention levels, scale-shift, up/down blocks, learned σ) is read
 from the state dict; what a state dict does not record (attention heads, and for ADM the
 attention order) comes from the model's flags. Any key or shape that does not fit raises a
-`ValueError` naming it. Safetensors files are read without torch; `.bin`/`.pt` need torch.
+`ValueError` naming it. Files are read by `torch_io` (safetensors without torch; `.bin`/`.pt`
+need torch).
 """
 import json
 import os
 import re
-import struct
 from typing import Any, Callable, Mapping
 
 import flax
@@ -24,75 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from dcic_jax.diffusion.unet import UNet, UNetConfig
+from dcic_jax.torch_io import conv_kernel, linear_kernel, load_state_dict
 
 StateDict = Mapping[str, np.ndarray]
-_TORCH_HINT = "reading PyTorch .bin/.pt checkpoints needs torch: pip install torch==2.13.0"
 
 
 # ------------------------------------------------------------------------------------------------
-# Reading files.
+# Layouts.
 # ------------------------------------------------------------------------------------------------
-
-_SAFETENSORS_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
-    "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_, "BF16": np.uint16,
-}
-
-
-def read_safetensors(path: str) -> dict[str, np.ndarray]:
-  """A .safetensors file as numpy arrays (bfloat16 widened to float32), without torch.
-
-  Format: u64 little-endian header length, JSON header {name: {dtype, shape, data_offsets}},
-  then the raw little-endian tensor bytes.
-  """
-  with open(path, "rb") as f:
-    data = f.read()
-  if len(data) < 8:
-    raise ValueError(f"{path}: not a safetensors file (too short)")
-  (n,) = struct.unpack("<Q", data[:8])
-  if n > len(data) - 8:
-    raise ValueError(f"{path}: not a safetensors file (header length {n} past the end)")
-  try:
-    header = json.loads(data[8:8 + n])
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ValueError(f"{path}: not a safetensors file ({e})") from None
-  body = memoryview(data)[8 + n:]
-  out = {}
-  for name, info in header.items():
-    if name == "__metadata__":
-      continue
-    if info["dtype"] not in _SAFETENSORS_DTYPES:
-      raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
-    begin, end = info["data_offsets"]
-    a = np.frombuffer(body[begin:end], dtype=np.dtype(_SAFETENSORS_DTYPES[info["dtype"]])
-                      .newbyteorder("<")).reshape(info["shape"])
-    if info["dtype"] == "BF16":
-      a = (a.astype(np.uint32) << 16).view(np.float32)
-    out[name] = np.array(a)
-  return out
-
-
-def load_state_dict(path: str) -> dict[str, np.ndarray]:
-  """A checkpoint file (.safetensors, or .bin/.pt/.pth through torch) as numpy arrays."""
-  if path.endswith(".safetensors"):
-    try:
-      from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
-    except ImportError:
-      return read_safetensors(path)
-    return {k: np.asarray(v) for k, v in load_file(path).items()}
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise ImportError(_TORCH_HINT) from None
-  obj = torch.load(path, map_location="cpu", weights_only=True)
-  for wrapper in ("state_dict", "model", "ema"):  # common training-checkpoint wrappers
-    if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
-      obj = obj[wrapper]
-  if not isinstance(obj, dict):
-    raise ValueError(f"{path}: expected a state dict, found {type(obj).__name__}")
-  return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
-          for k, v in obj.items() if hasattr(v, "numpy")}
-
 
 def detect_layout(state_dict: StateDict) -> str:
   """"diffusers" or "guided_diffusion", from the key names."""
@@ -108,14 +47,6 @@ def detect_layout(state_dict: StateDict) -> str:
 # ------------------------------------------------------------------------------------------------
 # Array transforms.
 # ------------------------------------------------------------------------------------------------
-
-def _conv(w: np.ndarray) -> np.ndarray:  # [O, I, kh, kw] → [kh, kw, I, O]
-  return np.transpose(w, (2, 3, 1, 0))
-
-
-def _linear(w: np.ndarray) -> np.ndarray:  # [O, I] or conv1d [O, I, 1] → [I, O]
-  return np.transpose(w.reshape(w.shape[0], -1))
-
 
 def _adm_qkv_to_ours(a: np.ndarray, heads: int) -> np.ndarray:
   """Legacy ADM qkv rows are ordered (heads, 3, dim); ours are (3, heads, dim)."""
@@ -153,12 +84,12 @@ class _Builder:
     self.params[path] = value
 
   def conv(self, module: tuple[str, ...], key: str) -> None:
-    self.put(module + ("kernel",), _conv(self.get(key + ".weight")), key + ".weight")
+    self.put(module + ("kernel",), conv_kernel(self.get(key + ".weight")), key + ".weight")
     self.put(module + ("bias",), self.get(key + ".bias"), key + ".bias")
 
   def dense(self, module: tuple[str, ...], key: str,
             rows: Callable[[np.ndarray], np.ndarray] = lambda a: a) -> None:
-    self.put(module + ("kernel",), _linear(rows(self.get(key + ".weight"))), key + ".weight")
+    self.put(module + ("kernel",), linear_kernel(rows(self.get(key + ".weight"))), key + ".weight")
     self.put(module + ("bias",), rows(self.get(key + ".bias")), key + ".bias")
 
   def norm(self, module: tuple[str, ...], key: str) -> None:
@@ -343,7 +274,7 @@ def convert_diffusers(sd: StateDict, cfg: UNetConfig) -> Any:
     for part in ("weight", "bias"):
       stacked = np.concatenate([b.get(f"{key}.{n}.{part}") for n in (q, k, v)], axis=0)
       if part == "weight":
-        b.put((ours, "qkv", "kernel"), _linear(stacked), f"{key}.{{{q},{k},{v}}}.weight")
+        b.put((ours, "qkv", "kernel"), linear_kernel(stacked), f"{key}.{{{q},{k},{v}}}.weight")
       else:
         b.put((ours, "qkv", "bias"), stacked, f"{key}.{{{q},{k},{v}}}.bias")
     b.dense((ours, "proj_out"), f"{key}.{o}")

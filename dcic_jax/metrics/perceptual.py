@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dcic_jax import torch_io
 from dcic_jax.argtypes import Parser
 from dcic_jax.errors import UserError, exit_code
 from dcic_jax.metrics import inception
@@ -81,7 +82,7 @@ def read_state_dict(path, what, hint):
     if path.endswith(".npz"):
       with np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
-    from dcic_jax.diffusion.convert import load_state_dict  # pylint: disable=g-import-not-at-top
+    from dcic_jax.torch_io import load_state_dict  # pylint: disable=g-import-not-at-top
     return load_state_dict(path)
   except ImportError:
     raise UserError(f"{path}: reading PyTorch files needs torch; convert it to .npz where torch is "
@@ -123,7 +124,7 @@ def random_state_dict(shapes, seed):
 
 
 def _conv_kernel(w_OxIxHxW):
-  return np.transpose(np.asarray(w_OxIxHxW, np.float32), (2, 3, 1, 0))  # -> HWIO
+  return torch_io.conv_kernel(np.asarray(w_OxIxHxW, np.float32))
 
 
 def _check_variables(got, expected_shapes, what, unexpected):
