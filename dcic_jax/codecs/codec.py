@@ -376,7 +376,8 @@ def build_tables(codec_id: str, config: dict, params) -> dict:
   z_tables = coder.make_tableset(z_pmfs, list(lo))
 
   scales = scale_table()
-  tail = _normal_quantile(1 - TAIL_MASS / 2)
+  from scipy.stats import norm  # pylint: disable=g-import-not-at-top
+  tail = float(norm.isf(TAIL_MASS / 2))  # Φ^{-1}(1 - m/2), without rounding 1 - m/2 first
   y_pmfs, y_offsets = [], []
   for s in scales:
     r = int(math.ceil(s * tail))
@@ -388,18 +389,6 @@ def build_tables(codec_id: str, config: dict, params) -> dict:
   # over-estimates sigma by up to one level step and wastes rate on the many small-sigma latents.)
   bounds = np.floor(np.sqrt(scales[:-1] * scales[1:]) * 2.0**fixed_point.A_FRAC).astype(np.int64)
   return {"z": z_tables.to_tree(), "y": y_tables.to_tree(), "scale_bounds": bounds}
-
-
-def _normal_quantile(p: float) -> float:
-  """Φ^{-1}(p) by bisection on math.erfc (no scipy needed)."""
-  lo, hi = 0.0, 40.0
-  for _ in range(200):
-    mid = (lo + hi) / 2
-    if 0.5 * math.erfc(-mid / math.sqrt(2)) < p:
-      lo = mid
-    else:
-      hi = mid
-  return hi
 
 
 def make_codec_from_params(codec_id: str, config: dict, params) -> Codec:
