@@ -249,7 +249,7 @@ def test_pending_and_atomic_writes_resume_only_what_is_missing(tmp_path):
     path.write_bytes(b"half")
     raise KeyboardInterrupt
   with pytest.raises(KeyboardInterrupt):
-    io.atomic_write(sweep.output_path(tmp_path, units[8]), crash)
+    io.atomic_write(sweep.output_path(tmp_path, units[8]), crash, make_parents=True)
   assert sweep.pending(units, tmp_path) == units[7:]
   assert io.remove_stale_temporaries(tmp_path) == 1
   assert not list(tmp_path.rglob(".*"))
