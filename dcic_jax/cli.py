@@ -30,6 +30,7 @@ from dcic_jax import limits
 from dcic_jax.argtypes import Parser, number, seed_type
 from dcic_jax.errors import UserError, exit_code, report
 
+
 def find_checkpoint(header) -> pathlib.Path:
   """The shipped export whose fingerprint matches the file's header."""
   from dcic_jax import assets
@@ -56,6 +57,7 @@ def _compress(args) -> None:
 
 
 def _decompress(args) -> None:
+  from dcic_jax.assets import resolve
   from dcic_jax.codecs import codec as codec_lib
   from dcic_jax.entropy import bitstream
   from dcic_jax.io import save_png, write_json
@@ -77,7 +79,6 @@ def _decompress(args) -> None:
     check_factors(config_from(vars(args)), [v for point in points for v in point])
   data = bitstream.read_file(args.input)
   header, _ = bitstream.unpack(data)
-  from dcic_jax.assets import resolve
   ckpt = resolve(args.checkpoint) if args.checkpoint else find_checkpoint(header)
   codec = codec_lib.load(ckpt)
   decoded = codec.decompress(data)
@@ -90,10 +91,12 @@ def _decompress(args) -> None:
   from dcic_jax.sweep import point_name
   from dcic_jax.diffusion.prior import load_prior, notes as prior_notes
   info = json.loads((ckpt / "codec.json").read_text())
-  (w_d, w_p), note = weights_or_calibrate(info, args.variant, args.mode, codec, [decoded], str(ckpt))
+  (w_d, w_p), calibration_note = weights_or_calibrate(info, args.variant, args.mode, codec, [decoded],
+                                                      str(ckpt))
   cfg = config_from(vars(args), w_d=w_d, w_p=w_p)
   prior = load_prior(args.prior, args.prior_flags)
-  for note in [note] * bool(note) + list(prior_notes(prior, header.height, header.width, cfg.mode)):
+  notes = [calibration_note] if calibration_note else []
+  for note in notes + list(prior_notes(prior, header.height, header.width, cfg.mode)):
     print(note, file=sys.stderr)
   images = dcic_decode(codec, prior, [decoded], cfg, [p[0] for p in points], [p[1] for p in points],
                        chunk=args.chunk, progress=True)[:, 0]

@@ -91,11 +91,10 @@ class Workdir:
     return self.done().get(stage, {}).get("fingerprint") == fingerprint
 
   def mark_done(self, stage: str, fingerprint: str, seconds: float) -> None:
-    from dcic_jax.io import write_json
     done = self.done()
     done[stage] = {"fingerprint": fingerprint, "seconds": round(seconds, 2),
                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-    write_json(self._stages_path, done)
+    io.write_json(self._stages_path, done)
 
   def __truediv__(self, other):
     return self.root / other
@@ -286,14 +285,14 @@ def stage_decode(config, wd: Workdir, rates: list[Rate], names: list[str],
     missing = [names[b] for b in sweep.pending_images(units, out_root)]
     if not missing:
       continue
-    if prior is None:
-      prior = load_prior(prior_spec, config.dcic.prior_flags)
-      first = decoded_size(wd, rate, missing[0])
-      for note in prior_notes(prior, *first, config.dcic.mode) if _is_writer() else ():
-        print(note)
     codec = codec_lib.load(rate.path)
     decoded = {n: codec.decompress((wd / "files" / rate.name / f"{n}.dcic").read_bytes())
                for n in missing}
+    if prior is None:
+      prior = load_prior(prior_spec, config.dcic.prior_flags)
+      header = decoded[missing[0]].header
+      for note in prior_notes(prior, header.height, header.width, config.dcic.mode) if _is_writer() else ():
+        print(note)
     weights, note = weights_or_calibrate(json.loads((pathlib.Path(rate.path) / "codec.json").read_text()),
                                          config.dcic.variant, config.dcic.mode, codec,
                                          list(decoded.values()), rate.name)
@@ -318,16 +317,8 @@ def stage_decode(config, wd: Workdir, rates: list[Rate], names: list[str],
     wd.mark_done("decode", fp, time.perf_counter() - t0)
 
 
-def decoded_size(wd: Workdir, rate: Rate, name: str) -> tuple[int, int]:
-  """(height, width) of an image as coded (its .dcic header), without decoding it."""
-  from dcic_jax.entropy import bitstream
-  header, _ = bitstream.unpack((wd / "files" / rate.name / f"{name}.dcic").read_bytes())
-  return header.height, header.width
-
-
 def _check_setting(out_root: pathlib.Path, setting: str, config, prior_spec) -> None:
   """decoded/<rate>/ holds decodes of one DCIC setting; a different setting starts afresh."""
-  from dcic_jax.io import write_json
   marker = out_root / "setting.json"
   if not _is_writer():
     _barrier(f"setting:{out_root.name}")
@@ -339,7 +330,7 @@ def _check_setting(out_root: pathlib.Path, setting: str, config, prior_spec) -> 
     out_root.mkdir(parents=True, exist_ok=True)
     info = {"fingerprint": setting, "prior": prior_spec or "shipped",
             "dcic": config.dcic.to_dict()}
-    write_json(marker, info)
+    io.write_json(marker, info)
   _barrier(f"setting:{out_root.name}")
 
 
@@ -360,7 +351,6 @@ def stage_evaluate(config, wd: Workdir, rates: list[Rate], names: list[str]) -> 
   """Metrics of the base codec and of every grid point, one JSON file per rate."""
   from dcic_jax import score
   from dcic_jax.data.images import load_rgb
-  from dcic_jax.io import write_json
   points = grid_points(config) if _dcic_enabled(config) else []
   with_grid = {r.name for r in dcic_rates(config, rates)} if points else set()
   fp = _fingerprint(wd.done().get("decode", {}).get("fingerprint"),
@@ -389,7 +379,7 @@ def stage_evaluate(config, wd: Workdir, rates: list[Rate], names: list[str]) -> 
         entries[p.name] = {**e, "k_d": p.k_d, "k_p": p.k_p}
     results[rate.name] = {"rate": rate.name, "path": rate.path, "bpp": float(np.mean(bpp)),
                           "bpp_per_image": dict(zip(names, bpp)), "points": entries}
-    write_json(path, results[rate.name], make_parents=True)
+    io.write_json(path, results[rate.name], make_parents=True)
   if not done:
     wd.mark_done("evaluate", fp, time.perf_counter() - t0)
   return results
@@ -477,8 +467,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> pathlib.Path | None:
   writer = _is_writer()
   times = {}
   if writer:   # temporaries of writers killed in an earlier run, before anyone writes again
-    from dcic_jax.io import remove_stale_temporaries
-    remove_stale_temporaries(wd.root)
+    io.remove_stale_temporaries(wd.root)
   _barrier("clean")
 
   def timed(name, fn, *args, collective=True):
@@ -517,12 +506,11 @@ def dry_run(config: ml_collections.ConfigDict) -> None:
   wanted = [n for n in str(config.dcic.rates).split(",") if n]
   n_rates = len(wanted) or len(rates)
   points = grid_points(config)
-  from dcic_jax.diffusion.prior import load_prior
+  from dcic_jax.diffusion.prior import load_prior, notes as prior_notes
   spec = config.dcic.prior
   prior = load_prior(None if spec == "shipped" else (None if spec == "train" else spec),
                      None if spec in ("shipped", "train") else config.dcic.prior_flags)
   h, w = images[0][1].shape[:2]
-  from dcic_jax.diffusion.prior import notes as prior_notes
   for note in prior_notes(prior, h, w, config.dcic.mode):
     print(note)
   pad = lambda v: -(-v // 64) * 64  # the codec pads to multiples of 64

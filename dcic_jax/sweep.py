@@ -29,6 +29,7 @@ import numpy as np
 
 from dcic_jax import io
 
+
 @dataclasses.dataclass(frozen=True, order=True)
 class WorkUnit:
   """One output file of the study. `point` indexes the (K_D, K_P) grid (−1: not a grid output)."""

@@ -21,9 +21,9 @@ string plus `SLACK_BITS`; more means the decoder is reading past the end (constr
 reads zero words and says nothing). `Decoder` checks this after every batch of at most
 `_BATCH` symbols, so a file that declares a huge image with a short string is refused after
 decoding a few more symbols than the string can hold; `min_bits` gives the bound before decoding
-anything. At the end, `finish` refuses whole words left unread. Together: every string is
-consumed exactly, to within the two words of final padding. Every error constriction raises on
-bad data becomes a `BitstreamError`.
+anything. At the end, `finish` refuses whole words left unread, and codes the decoded symbols
+again: the string must be exactly those bytes, which also catches what hides in the two words of
+look-ahead. Every error constriction raises on bad data becomes a `BitstreamError`.
 """
 import dataclasses
 import functools
