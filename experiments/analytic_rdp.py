@@ -126,11 +126,12 @@ class Measure:
 
 
 def decoder_config(args) -> sampler.DCICConfig:
-  """The decoder under test: the default `project` mode, or the penalty form it replaced."""
+  """The decoder under test: the default `project` mode, or the penalty form it replaced, with
+  any `--set` fields over it."""
   if args.mode == "project":
-    return sampler.DCICConfig(num_steps=args.num_steps, eta=1.0)
-  return sampler.DCICConfig(num_steps=args.num_steps, mode="schedule", grad="xt", eta=1.0,
-                            variant=args.variant, w_p=1.0)
+    return sampler.config_from({"num_steps": args.num_steps, "eta": 1.0, **args.set})
+  return sampler.config_from({"num_steps": args.num_steps, "mode": "schedule", "grad": "xt",
+                              "eta": 1.0, "variant": args.variant, "w_p": 1.0, **args.set})
 
 
 def run_source(name: str, args, grid_points, key) -> dict:
@@ -310,6 +311,16 @@ def parse_floats(text: str) -> list[float]:
   return [float(v) for v in text.split(",") if v]
 
 
+def _field(text: str) -> tuple[str, object]:
+  """"eta=0" -> ("eta", 0.0), typed like the DCICConfig field it names."""
+  name, sep, value = text.partition("=")
+  defaults = sampler.DCICConfig()
+  if not sep or not hasattr(defaults, name):
+    raise SystemExit(f"error: --set wants FIELD=VALUE with a DCICConfig field, got {text!r}")
+  kind = type(getattr(defaults, name))
+  return name, value.lower() in ("1", "true") if kind is bool else kind(value)
+
+
 def main_args(argv=None) -> argparse.Namespace:
   """The experiment's settings from the command line (its defaults for argv = [])."""
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -325,6 +336,8 @@ def main_args(argv=None) -> argparse.Namespace:
   p.add_argument("--mode", default="project", choices=("project", "schedule"),
                  help="DCIC decoder: project (default) or the penalty form (schedule, xt gradients)")
   p.add_argument("--variant", default="reconstruction", choices=constraints.VARIANTS)
+  p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                 help="a DCICConfig field of the decoder under test, e.g. eta=0 (repeatable)")
   p.add_argument("--images", type=int, default=1)
   p.add_argument("--size", type=int, default=64)
   p.add_argument("--joint-n", type=int, default=1000, help="pixels per joint-W2 assignment (vec)")
@@ -338,6 +351,7 @@ def main_args(argv=None) -> argparse.Namespace:
     args.sources, args.q_steps, args.kd, args.kp = "gauss,vec", "0.25,0.5", "0,0.2,1", "0,0.5,1"
     args.num_steps, args.idem_steps, args.images, args.size, args.joint_n = 50, 100, 1, 32, 500
   args.q_steps = parse_floats(args.q_steps)
+  args.set = dict(_field(text) for text in args.set)
   if args.idem_zeta is None:
     args.idem_zeta = 0.6 * args.size / 256
   return args

@@ -28,6 +28,7 @@ check:
   python experiments/kd_kp_check.py                     # ~10 min on a 2-core CPU
   python experiments/kd_kp_check.py --skip analytic     # the demo set only
   python experiments/kd_kp_check.py --set dcic.ball=0   # K_D = 1 lands on x̂_b itself
+  python experiments/kd_kp_check.py --skip demo --analytic-set eta=0   # another analytic decoder
   python experiments/kd_kp_check.py --set dcic.mode=schedule --set dcic.grad=x0 \
       --set dcic.step_size=0.1 --analytic-mode schedule  # the penalty form (the former demo)
 """
@@ -185,7 +186,8 @@ def demo_part(args, check: Checks) -> dict:
 
 def analytic_part(args, check: Checks) -> dict:
   grid_points = [(a, b) for a in AXIS for b in AXIS]
-  ns = analytic_rdp.main_args(["--mode", args.analytic_mode])   # the experiment's own defaults
+  ns = analytic_rdp.main_args(["--mode", args.analytic_mode]   # the experiment's own defaults
+                              + [f"--set={s}" for s in args.analytic_set])
   ns.idem_steps = 0
   all_results = {}
   for j, name in enumerate(("gauss", "gmm", "vec")):
@@ -230,6 +232,8 @@ def main(argv=None) -> int:
   p.add_argument("--swd-seeds", type=int, default=8, help="seeds the demo's patch SWD is averaged over")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override a field of configs/demo.py, e.g. dcic.ball=0 (repeatable)")
+  p.add_argument("--analytic-set", action="append", default=[], metavar="FIELD=VALUE",
+                 help="a DCICConfig field of the analytic part's decoder, e.g. eta=0 (repeatable)")
   p.add_argument("--analytic-mode", default="project", choices=("project", "schedule"),
                  help="decoder of the analytic part (schedule: the penalty form)")
   args = p.parse_args(argv)
