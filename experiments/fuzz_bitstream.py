@@ -29,6 +29,7 @@ import traceback
 import zlib
 
 import numpy as np
+import tqdm
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -222,6 +223,7 @@ def run(n_mutants: int, n_workers: int, seed: int, timeout: float, report_every:
   examples = {}
   peak_kb, done, sent = 0, 0, 0
   t0 = time.time()
+  bar = tqdm.tqdm(total=n_mutants, desc="mutants", unit="file", file=sys.stderr)
 
   def dispatch(w):
     nonlocal sent
@@ -257,6 +259,7 @@ def run(n_mutants: int, n_workers: int, seed: int, timeout: float, report_every:
       counts[(cid, outcome)] += 1
       counts[("strategy:" + kind, outcome)] += 1
       done += 1
+      bar.update(1)
       if outcome not in ("refused", "decoded"):
         examples.setdefault((cid, outcome, detail[:80]), data.hex())
         print(f"{outcome}: {cid} {kind}: {detail}", file=out, flush=True)
@@ -269,6 +272,7 @@ def run(n_mutants: int, n_workers: int, seed: int, timeout: float, report_every:
         _table(counts, done, time.time() - t0, peak_kb, out)
       if sent < n_mutants:
         dispatch(w)
+  bar.close()
   for w in workers:
     w.stop()
   peak_kb = max(peak_kb, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
