@@ -16,6 +16,18 @@ The defaults are small enough for a few minutes on a 2-core CPU:
 
 When neither this interpreter nor --torch-python can import torch and diffusers, the baseline is
 reported as unavailable.
+
+`--mode eps` times ε_θ(x, t) (forward) and ∂⟨ε_θ(x, t), v⟩/∂x (the gradient the `xt` and `dps`
+decoders take) against diffusers on the same weights: a torch worker process builds
+`UNet2DModel` from the architecture's config.json with random weights, hands its state dict over,
+and ours is converted from it by `convert.convert_state_dict` (ε is compared once). The two sides
+alternate for `--rounds` rounds (each the median of `--repeats` calls), printing each round's
+ratio and their median. Architectures (`--arch`): `celebahq` is google/ddpm-ema-celebahq-256's
+(113.7 M parameters) at 1×64×64, `ddpm32` a DDPM-flag UNet with channels 32/32/64/64 at 4×128×128.
+`--ref REV` also times unet.py as of git revision REV (same weights) in the same rounds:
+
+  python experiments/bench_unet.py --mode eps --torch-python ~/.torch-ref-venv/bin/python
+  python experiments/bench_unet.py --mode eps --torch-python ~/.torch-ref-venv/bin/python --ref HEAD~1
 """
 import argparse
 import json
@@ -149,6 +161,177 @@ def jax_benchmarks(args) -> dict:
               n_params=n_params, device=str(jax.devices()[0]), cfg=cfg)
 
 
+# ------------------------------------------------------------------------------------------------
+# ε_θ forward and ∂ε/∂x against diffusers, same weights.
+# ------------------------------------------------------------------------------------------------
+
+T_EPS = 500  # the timestep of every ε call (the cost does not depend on it)
+
+
+def _eps_archs() -> dict[str, tuple[dict, int, int]]:
+  """name -> (diffusers config.json, batch, image size)."""
+  # google/ddpm-ema-celebahq-256's config.json (as presets._DDPM_CELEBAHQ_256; this file also
+  # runs under a torch-only interpreter, so it does not import the package).
+  celebahq = dict(
+      _class_name="UNet2DModel", sample_size=256, in_channels=3, out_channels=3,
+      block_out_channels=[128, 128, 256, 256, 512, 512], layers_per_block=2,
+      down_block_types=["DownBlock2D"] * 4 + ["AttnDownBlock2D", "DownBlock2D"],
+      up_block_types=["UpBlock2D", "AttnUpBlock2D"] + ["UpBlock2D"] * 4,
+      attention_head_dim=None, downsample_padding=0, flip_sin_to_cos=False, freq_shift=1,
+      mid_block_scale_factor=1, norm_eps=1e-6, norm_num_groups=32,
+      resnet_time_scale_shift="default", act_fn="silu", add_attention=True)
+  # The same DDPM flags at 32/32/64/64 channels, attention at 16² for 128² inputs.
+  ddpm32 = dict(celebahq, sample_size=128, block_out_channels=[32, 32, 64, 64],
+                down_block_types=["DownBlock2D"] * 3 + ["AttnDownBlock2D"],
+                up_block_types=["AttnUpBlock2D"] + ["UpBlock2D"] * 3)
+  return {"celebahq": (celebahq, 1, 64), "ddpm32": (ddpm32, 4, 128)}
+
+
+def _eps_inputs(arch: str, seed: int):
+  """(x, v) in NCHW, float32: the input and the cotangent of the gradient mode."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  _, batch, size = _eps_archs()[arch]
+  rng = np.random.default_rng(seed)
+  shape = (batch, 3, size, size)
+  return (rng.standard_normal(shape).astype(np.float32),
+          rng.standard_normal(shape).astype(np.float32))
+
+
+def _median_seconds(fn, repeats: int) -> float:
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return sorted(times)[len(times) // 2]
+
+
+def torch_eps_worker() -> None:
+  """Serve the torch side of `--mode eps`: one JSON request per stdin line, one JSON reply.
+
+  {"op": "build", "arch", "seed", "path"}: build diffusers' UNet2DModel with random weights
+  (torch.manual_seed), write its state dict and ε(x, T_EPS) to `path` (.npz), warm up.
+  {"op": "time", "arch", "what": "fwd" | "grad", "repeats"}: median seconds of one call.
+  The forward runs under `torch.inference_mode`, the gradient is autograd's ∂⟨ε, v⟩/∂x with
+  the parameters frozen (as ours: neither side computes parameter gradients).
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  from diffusers import UNet2DModel  # pylint: disable=g-import-not-at-top
+  calls = {}
+  for line in sys.stdin:
+    req = json.loads(line)
+    if req["op"] == "build":
+      config, batch, _ = _eps_archs()[req["arch"]]
+      torch.manual_seed(req["seed"])
+      model = UNet2DModel(**{k: v for k, v in config.items() if not k.startswith("_")}).eval()
+      model.requires_grad_(False)
+      x, v = (torch.from_numpy(a) for a in _eps_inputs(req["arch"], req["seed"]))
+      t = torch.full((batch,), T_EPS, dtype=torch.long)
+
+      def fwd(model=model, x=x, t=t):
+        with torch.inference_mode():
+          return model(x, t).sample
+
+      def grad(model=model, x=x, t=t, v=v):
+        xg = x.clone().requires_grad_(True)
+        return torch.autograd.grad((model(xg, t).sample * v).sum(), xg)[0]
+
+      calls[req["arch"]] = {"fwd": fwd, "grad": grad}
+      sd = {k: a.numpy() for k, a in model.state_dict().items()}
+      np.savez(req["path"], eps=fwd().numpy(), **{"sd/" + k: a for k, a in sd.items()})
+      grad()
+      reply = {"n_params": sum(p.numel() for p in model.parameters()),
+               "torch": torch.__version__, "threads": torch.get_num_threads()}
+    else:
+      reply = {"seconds": _median_seconds(calls[req["arch"]][req["what"]], req["repeats"])}
+    print(json.dumps(reply), flush=True)
+
+
+def _load_unet_module(rev: str):
+  """dcic_jax/diffusion/unet.py as of git revision `rev`, as a module (for before/after)."""
+  import types  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  source = subprocess.run(["git", "-C", repo, "show", f"{rev}:dcic_jax/diffusion/unet.py"],
+                          capture_output=True, text=True, check=True).stdout
+  module = types.ModuleType(f"unet_at_{rev}")
+  exec(compile(source, f"unet.py@{rev}", "exec"), module.__dict__)  # pylint: disable=exec-used
+  return module
+
+
+def eps_benchmarks(args) -> None:
+  """Forward and ∂ε/∂x, ours (and unet.py at --ref) against diffusers, alternating rounds."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  python = args.torch_python or sys.executable
+  worker = subprocess.Popen([python, os.path.abspath(__file__), "--torch-eps-worker"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+  def ask(**req):
+    worker.stdin.write(json.dumps(req) + "\n")
+    worker.stdin.flush()
+    line = worker.stdout.readline()
+    if not line:
+      raise SystemExit(f"the torch worker ({python}) died: pass --torch-python PATH of an "
+                       "interpreter with torch and diffusers")
+    return json.loads(line)
+
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from dcic_jax.diffusion import convert, unet  # pylint: disable=g-import-not-at-top
+  variants = {"ours": unet}
+  if args.ref:
+    variants[f"ours@{args.ref}"] = _load_unet_module(args.ref)
+  print(f"JAX {jax.__version__} on {jax.devices()[0]}; rounds {args.rounds}, "
+        f"median of {args.repeats} calls each")
+  for arch in args.arch:
+    config, batch, size = _eps_archs()[arch]
+    with tempfile.TemporaryDirectory() as tmp:
+      info = ask(op="build", arch=arch, seed=0, path=os.path.join(tmp, "sd.npz"))
+      f = np.load(os.path.join(tmp, "sd.npz"))
+      sd = {k[3:]: f[k] for k in f.files if k.startswith("sd/")}
+      eps_torch = f["eps"].transpose(0, 2, 3, 1)
+    cfg, params = convert.convert_state_dict(sd, diffusers_config=config)
+    x_nchw, v_nchw = _eps_inputs(arch, 0)
+    x, v = jnp.asarray(x_nchw.transpose(0, 2, 3, 1)), jnp.asarray(v_nchw.transpose(0, 2, 3, 1))
+    t = jnp.full((batch,), T_EPS, jnp.int32)
+    calls = {}
+    for name, module in variants.items():
+      fields = {f.name for f in dataclasses.fields(module.UNetConfig)}
+      eps_fn = module.make_eps_fn(module.UNet(module.UNetConfig(
+          **{k: val for k, val in dataclasses.asdict(cfg).items() if k in fields})))
+      fwd = jax.jit(eps_fn)
+      grad = jax.jit(jax.grad(lambda p, x, t, v, eps_fn=eps_fn: jnp.sum(eps_fn(p, x, t) * v),
+                              argnums=1))
+      err = float(jnp.max(jnp.abs(fwd(params, x, t) - eps_torch)) / np.max(np.abs(eps_torch)))
+      grad(params, x, t, v).block_until_ready()
+      calls[name] = {"fwd": lambda fwd=fwd: fwd(params, x, t).block_until_ready(),
+                     "grad": lambda grad=grad: grad(params, x, t, v).block_until_ready()}
+      print(f"{arch}: {info['n_params'] / 1e6:.1f} M parameters, {batch}x{size}x{size}; {name} ε "
+            f"vs diffusers: max |Δ| / max |ε| = {err:.1e}")
+    print(f"  diffusers: torch {info['torch']}, {info['threads']} threads ({python})")
+    for what in ("fwd", "grad"):
+      seconds = {name: [] for name in ["diffusers", *calls]}
+      for _ in range(args.rounds):
+        seconds["diffusers"].append(ask(op="time", arch=arch, what=what,
+                                        repeats=args.repeats)["seconds"])
+        for name, call in calls.items():
+          time.sleep(0.2)  # let the other side's spinning threads go idle
+          seconds[name].append(_median_seconds(call[what], args.repeats))
+      label = "forward" if what == "fwd" else "∂ε/∂x"
+      for name, sec in seconds.items():
+        line = f"  {label:7s} {name:14s} " + " ".join(f"{s:7.3f}" for s in sec) + " s"
+        if name != "diffusers":
+          ratios = [a / b for a, b in zip(sec, seconds["diffusers"])]
+          line += ("; / diffusers: " + " ".join(f"{r:.2f}" for r in ratios)
+                   + f", median {sorted(ratios)[len(ratios) // 2]:.2f}x")
+        print(line, flush=True)
+  worker.stdin.close()
+  worker.wait()
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ints = lambda s: [int(v) for v in s.split(",") if v]
@@ -168,7 +351,21 @@ def main() -> None:
   p.add_argument("--torch-python", default="",
                  help="interpreter with torch + diffusers for the baseline (default: this one)")
   p.add_argument("--baseline-only", action="store_true", help=argparse.SUPPRESS)
+  p.add_argument("--mode", choices=("train", "eps"), default="train",
+                 help="train: train step + DDIM sampling; eps: forward and ∂ε/∂x vs diffusers")
+  p.add_argument("--arch", type=lambda s: s.split(","), default=["celebahq", "ddpm32"],
+                 help="eps mode: architectures (celebahq, ddpm32)")
+  p.add_argument("--rounds", type=int, default=3, help="eps mode: alternating rounds")
+  p.add_argument("--repeats", type=int, default=3, help="eps mode: timed calls per round")
+  p.add_argument("--ref", default="", help="eps mode: also time unet.py at this git revision")
+  p.add_argument("--torch-eps-worker", action="store_true", help=argparse.SUPPRESS)
   args = p.parse_args()
+  if args.torch_eps_worker:
+    torch_eps_worker()
+    return
+  if args.mode == "eps":
+    eps_benchmarks(args)
+    return
 
   if args.baseline_only:  # child process of --torch-python
     import torch  # pylint: disable=g-import-not-at-top
