@@ -78,6 +78,15 @@ def from_storage(stored) -> dict:
   return flax.traverse_util.unflatten_dict(out)
 
 
+def train_manager(directory, max_to_keep: int, save_interval_steps: int = 1) -> ocp.CheckpointManager:
+  """The orbax manager of a training run's checkpoints (both trainers): `save(step)` on steps that
+  are not multiples of `save_interval_steps` does nothing, so a trainer may call it every step."""
+  return ocp.CheckpointManager(
+      pathlib.Path(directory).absolute(),
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           save_interval_steps=save_interval_steps))
+
+
 def resume(manager: ocp.CheckpointManager, target, workdir):
   """Restores the latest step of `manager` into `target`'s structure (a state or its shapes).
 

@@ -3,8 +3,9 @@
                  python -m dcic_jax decompress IN.dcic OUT.png --kd 1 --kp 1 [--steps N ...]
                  python -m dcic_jax decompress IN.dcic --grid "0,0.5,1x0,0.5,1" --out-dir DIR
                  python -m dcic_jax report DIR [--original IN.png]
-                 python -m dcic_jax TOOL ... (run, score, train-prior, import-compressai, calibrate,
-                                              convert-metric-weights, prepare-dataset)
+                 python -m dcic_jax TOOL ... (run, score, train-codec, train-prior, import-compressai,
+                                              import-prior, calibrate, convert-metric-weights,
+                                              prepare-dataset)
 
 Without --kd/--kp/--grid, decompress writes the base reconstruction x̂_b. With them it runs the
 DCIC decoder (a diffusion prior from --prior) at one (K_D, K_P) point, or at every point of the
@@ -201,9 +202,13 @@ TOOLS = {
     "run": ("dcic_jax.main", "cli_main", "the study: train, encode, decode, evaluate, report "
             "(--config=configs/NAME.py --workdir=DIR [--dry_run])"),
     "score": ("dcic_jax.score", "main", "metrics of a folder of reconstructions against the originals"),
+    "train-codec": ("dcic_jax.main", "train_codec_main", "train (or resume) one codec and export it "
+                    "(--config=configs/train_codec.py:ID,Q --workdir=DIR)"),
     "train-prior": ("dcic_jax.diffusion.train", "main", "train a diffusion prior on a folder of images"),
     "import-compressai": ("dcic_jax.codecs.compressai_import", "main",
                           "a CompressAI hyperprior checkpoint as a codec export"),
+    "import-prior": ("dcic_jax.diffusion.prior", "import_main",
+                     "a diffusers / guided-diffusion checkpoint as a dcic_jax prior folder"),
     "calibrate": ("dcic_jax.dcic.calibrate", "main", "store w_D, w_P of the penalty modes in a codec export"),
     "convert-metric-weights": ("dcic_jax.metrics.perceptual", "main",
                                "LPIPS / Inception weights from their PyTorch files"),

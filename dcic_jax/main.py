@@ -1,4 +1,5 @@
 """Entry point: python -m dcic_jax.main --config=configs/<name>.py --workdir=<dir>."""
+import os
 import sys
 
 from absl import app, flags, logging
@@ -69,6 +70,27 @@ def parse_flags(argv):
 def cli_main(argv) -> None:
   """`dcic run ARGS`: the same program as `python -m dcic_jax.main ARGS`."""
   app.run(main, argv=["dcic run", *argv], flags_parser=parse_flags)
+
+
+def _train_codec(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  from dcic_jax import sharding
+  from dcic_jax.train import train_and_export
+  config = FLAGS.config
+  try:
+    limits.configure(config.get("max_pixels"))
+    sharding.initialize(FLAGS.distributed)
+    export_dir = config.export_dir or os.path.join(FLAGS.workdir, "export")
+    print(f"exported the codec to {train_and_export(config, FLAGS.workdir, export_dir)}")
+  except UserError as e:
+    sys.exit(report(e))
+
+
+def train_codec_main(argv) -> None:
+  """`dcic train-codec --config=configs/train_codec.py:ID,Q --workdir=DIR`: the codec stage alone
+  (train or resume, then export with tables and calibration to config.export_dir, else DIR/export)."""
+  app.run(_train_codec, argv=["dcic train-codec", *argv], flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -111,14 +111,11 @@ def stage_train_codec(config, wd: Workdir) -> list[Rate]:
     export_dir = config.export_dir or str(wd / "codec_export")
     if not (pathlib.Path(export_dir) / "codec.json").is_file() or not wd.is_done(
         "train_codec", _fingerprint(config.codec.to_dict(), config.train_codec.to_dict())):
-      from dcic_jax.codecs.codec import export_trained
-      from dcic_jax.train import train_codec
+      from dcic_jax.train import train_and_export
       t0 = time.perf_counter()
-      _, params = train_codec(config, str(wd / "codec"))
+      train_and_export(config, str(wd / "codec"), export_dir)
       if _is_writer():
-        export_trained(config, params, export_dir)
         print(f"exported codec to {export_dir}")
-      _barrier("export")
       if _is_writer():
         wd.mark_done("train_codec", _fingerprint(config.codec.to_dict(),
                                                  config.train_codec.to_dict()),

@@ -23,10 +23,13 @@ import orbax.checkpoint as ocp
 import tqdm
 
 from dcic_jax import checkpointing, sharding
+from dcic_jax.codecs import codec as codec_lib
 from dcic_jax.codecs.registry import codec_kwargs, make_codec
 from dcic_jax.data.images import list_images, load_rgb
 from dcic_jax.data.input_pipeline import crop_draws, cut, prefetch
+from dcic_jax.dcic import calibrate
 from dcic_jax.errors import UserError
+from dcic_jax.train_log import ScalarLog
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -67,12 +70,6 @@ def make_optimizer(grad_clip: float, aux_lr: float, lr) -> optax.GradientTransfo
   label = lambda params: flax.traverse_util.path_aware_map(
       lambda path, _: "aux" if path[-1] == "quantiles" else "main", params)
   return optax.multi_transform({"main": main, "aux": optax.adam(aux_lr)}, label)
-
-
-def _checkpoint_manager(workdir, every: int) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(
-      pathlib.Path(workdir).absolute() / "checkpoints",
-      options=ocp.CheckpointManagerOptions(max_to_keep=2, save_interval_steps=every, create=True))
 
 
 def _warm_start(params, init_from: str):
@@ -173,7 +170,7 @@ def train_codec(config: ml_collections.ConfigDict, workdir: str):
   init_key, train_key = jax.random.split(root)
   state = initial_state(module, tc, init_key, mesh)
 
-  mgr = _checkpoint_manager(workdir, tc.ckpt_every)
+  mgr = checkpointing.train_manager(pathlib.Path(workdir) / "checkpoints", 2, tc.ckpt_every)
   if mgr.latest_step() is not None:  # every host restores the same replicated state
     state = checkpointing.resume(mgr, state, workdir)
     if is_main:
@@ -189,10 +186,7 @@ def train_codec(config: ml_collections.ConfigDict, workdir: str):
   rows = sharding.host_rows(tc.batch_size, mesh)
   crops = host_crops(tc.data_dir, tc.crop_size, tc.batch_size, rows, seed=config.seed, start=start)
   batches = prefetch(lambda: sharding.global_batch(next(crops), mesh))  # host work overlaps the step
-  writer = None
-  if is_main:
-    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    writer = SummaryWriter(os.path.join(workdir, "tb"))
+  log = ScalarLog(os.path.join(workdir, "tb"), "train")
   bar = tqdm.trange(start, tc.steps, initial=start, total=tc.steps, desc=f"train {config.codec.id}",
                     dynamic_ncols=True, disable=not is_main)
   try:
@@ -202,9 +196,7 @@ def train_codec(config: ml_collections.ConfigDict, workdir: str):
         m = jax.device_get(metrics)  # replicated: the same on every host, so all stop together
         if not np.isfinite(m["loss"]):
           raise FloatingPointError(f"codec training diverged at step {step + 1}: loss={m['loss']}")
-        if writer is not None:
-          for k, v in m.items():
-            writer.add_scalar(f"train/{k}", float(v), step + 1)
+        log.write(step + 1, m)
         bar.set_postfix(rd=f"{m['rd']:.3f}", bpp=f"{m['bpp']:.3f}", psnr=f"{m['psnr']:.2f}", aux=f"{m['aux']:.1f}")
       mgr.save(step + 1, args=ocp.args.StandardSave(state))  # collective: every host calls it
     if mgr.latest_step() != tc.steps:
@@ -213,6 +205,33 @@ def train_codec(config: ml_collections.ConfigDict, workdir: str):
     batches.close()
     mgr.wait_until_finished()
     mgr.close()
-    if writer is not None:
-      writer.close()
+    log.close()
   return module, state.params
+
+
+def export_trained(config, params, out_dir, calibration_images: list[np.ndarray] | None = None) -> codec_lib.Codec:
+  """Fit z's quantiles (`codecs.codec.fit_quantiles`), round the parameters to their stored form
+  (`checkpointing.storage_form`), build the tables of that rounded codec, calibrate its DCIC
+  penalty weights (`dcic.calibrate`, on `calibration_images` or the shipped crops), write the
+  export directory."""
+  kwargs = codec_kwargs(config)
+  params, aux_trained, aux_fitted = codec_lib.fit_quantiles(config.codec.id, kwargs, params)
+  stored = checkpointing.storage_form(params)
+  codec = codec_lib.make_codec_from_params(config.codec.id, kwargs, checkpointing.from_storage(stored))
+  meta = dict(lmbda=config.train_codec.lmbda, steps=config.train_codec.steps,
+              crop_size=config.train_codec.crop_size, data_dir=config.train_codec.data_dir,
+              aux_loss=dict(trained=aux_trained, fitted=aux_fitted),
+              dcic=calibrate.calibrate_codec(codec, calibration_images or calibrate.shipped_images()))
+  checkpointing.save_export(out_dir, codec.codec_id, kwargs, stored, codec.tables, meta,
+                            codec.fingerprint.hex())
+  return codec
+
+
+def train_and_export(config: ml_collections.ConfigDict, workdir: str, export_dir: str) -> str:
+  """`train_codec`, then process 0 writes the export (`export_trained`: tables and DCIC
+  calibration) while the others wait; returns `export_dir`."""
+  _, params = train_codec(config, workdir)
+  if jax.process_index() == 0:
+    export_trained(config, params, export_dir)
+  sharding.sync("train_and_export")
+  return export_dir

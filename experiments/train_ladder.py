@@ -153,7 +153,7 @@ def main(argv=None):
     for q in qualities:
       params = npz_params(data, q)
       config = make_config(argparse.Namespace(**trained), q, meta["steps"])
-      codec = codec_lib.export_trained(config, params, config.export_dir)
+      codec = train.export_trained(config, params, config.export_dir)
       print(f"exported {config.export_dir} ({meta['steps']} steps); {quick_eval(codec)}", flush=True)
     return
 
@@ -176,7 +176,7 @@ def main(argv=None):
     _, params = train.train_codec(config, str(pathlib.Path(args.workdir) / f"{args.codec}-q{q}"))
     line = f"{args.codec} q{q} (λ={config.train_codec.lmbda}): {steps} steps in {time.perf_counter() - t0:.0f} s"
     if not args.no_export:
-      codec = codec_lib.export_trained(config, params, config.export_dir)
+      codec = train.export_trained(config, params, config.export_dir)
       line += f"; exported {config.export_dir}; {quick_eval(codec)}"
     print(line, flush=True)
     arrays.update({f"q{q}/{k}": v for k, v in flat_params(params).items()})

@@ -102,13 +102,13 @@ def test_no_traceback_from_the_real_process(tmp_path):
 
 def test_one_command_hands_every_tool_its_arguments(tmp_path, capsys):
   """`dcic TOOL ...` runs the module behind TOOL with the same one-line refusals as compress."""
-  assert set(cli.TOOLS) >= {"run", "score", "train-prior", "import-compressai", "calibrate",
-                            "convert-metric-weights", "prepare-dataset"}
+  assert set(cli.TOOLS) >= {"run", "score", "train-codec", "train-prior", "import-compressai",
+                            "import-prior", "calibrate", "convert-metric-weights", "prepare-dataset"}
   helps = subprocess.run([sys.executable, "-m", "dcic_jax", "--help"], capture_output=True, text=True,
                          cwd=tmp_path, timeout=120).stdout
   assert all(name in helps for name in cli.TOOLS)
   for tool, needle in (("score", "python -m dcic_jax.score"), ("calibrate", "python -m dcic_jax.dcic.calibrate"),
-                       ("train-prior", "--workdir")):
+                       ("train-prior", "--workdir"), ("import-prior", "--out")):
     assert _run(tool) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and needle in err and err.count("\n") == 1

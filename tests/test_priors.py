@@ -223,3 +223,25 @@ def test_preset_priors_through_main_and_decompress(tmp_path):
   assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("error:")
   assert "config.json" in p.stderr and "Traceback" not in p.stderr
   assert not (tmp_path / "no.png").exists()
+
+
+def test_import_prior_writes_a_prior_that_needs_no_flags(tmp_path, capsys):
+  """`dcic import-prior PRESET:PATH --out DIR`: DIR loads with the same network, weights, schedule,
+  resolution and learned σ, with no preset or flags; a second conversion is refused."""
+  from dcic_jax import cli
+  path, flags, _ = preset_checkpoint("dps-ffhq256", tmp_path)
+  (tmp_path / "flags.json").write_text(json.dumps(flags))
+  out = tmp_path / "imported"
+  assert cli.main(["import-prior", f"dps-ffhq256:{path}", "--out", str(out),
+                   "--prior-flags", str(tmp_path / "flags.json")]) == 0
+  direct = prior_lib.load_prior(f"dps-ffhq256:{path}", flags)
+  imported = prior_lib.load_prior(str(out))
+  assert imported.resolution == direct.resolution == 256 and imported.learned_variance
+  np.testing.assert_array_equal(imported.schedule.alphas_cumprod, direct.schedule.alphas_cumprod)
+  assert jax.tree.structure(imported.params) == jax.tree.structure(direct.params)
+  jax.tree.map(np.testing.assert_array_equal, imported.params, direct.params)
+  capsys.readouterr()
+  assert cli.main(["import-prior", str(out), "--out", str(tmp_path / "again")]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error:") and "already a dcic_jax prior" in err and err.count("\n") == 1
+  assert not (tmp_path / "again").exists()

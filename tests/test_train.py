@@ -37,18 +37,28 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path):
 
 
 def test_loss_decreases_and_export_round_trips(tmp_path, image):
-  from dcic_jax.codecs import codec as codec_lib
-  from dcic_jax.train import train_codec
-  cfg = _config(30, lr=3e-3, ckpt_every=100, log_every=5)
-  cfg.export_dir = str(tmp_path / "export")
-  from tensorboardX import SummaryWriter  # noqa: F401  (training writes TensorBoard scalars)
-  _, params = train_codec(cfg, str(tmp_path / "run"))
-  exported = codec_lib.export_trained(cfg, params, cfg.export_dir)
-  loaded = codec_lib.load(cfg.export_dir)
-  assert loaded.fingerprint == exported.fingerprint
+  """`dcic train-codec` (from another directory): trains, exports tables and calibration."""
   import json
-  aux = json.loads((tmp_path / "export" / "codec.json").read_text())["aux_loss"]  # z's quantiles fitted
+  import subprocess
+  import sys
+  from dcic_jax.codecs import codec as codec_lib
+  export = tmp_path / "export"
+  sets = dict(N=8, M=12)
+  tc = dict(steps=30, batch_size=4, crop_size=64, ckpt_every=100, log_every=5, warmup_steps=1, lr=3e-3,
+            data_dir=PHOTOS)
+  p = subprocess.run([sys.executable, "-m", "dcic_jax", "train-codec", "--config=configs/train_codec.py:bmshj2018,1",
+                      f"--workdir={tmp_path / 'run'}", f"--config.export_dir={export}",
+                      *[f"--config.codec.{k}={v}" for k, v in sets.items()],
+                      *[f"--config.train_codec.{k}={v}" for k, v in tc.items()]],
+                     capture_output=True, text=True, cwd=tmp_path, timeout=600)
+  assert p.returncode == 0, p.stderr[-2000:]
+  assert f"exported the codec to {export}" in p.stdout
+  loaded = codec_lib.load(export)
+  info = json.loads((export / "codec.json").read_text())
+  aux = info["aux_loss"]  # z's quantiles fitted
   assert aux["fitted"] < 1e-3 * aux["trained"]
+  cal = info["dcic"]  # penalty weights stored
+  assert cal["w_d"] == 1.0 and cal["w_p_latent"] > 0 and cal["w_p_reconstruction"] > 0
   data = loaded.compress(image[:64, :64])
   assert loaded.decompress(data).image.shape == (64, 64, 3)
   scalars = list((tmp_path / "run" / "tb").glob("events.*"))

@@ -432,20 +432,3 @@ def fit_quantiles(codec_id: str, config: dict, params, steps: int = 4000) -> tup
     return q, aux(q0), aux(q)
   q, before, after = fit(jnp.asarray(eb["quantiles"], jnp.float32))
   return {**params, "entropy_bottleneck": {**eb, "quantiles": q}}, float(before), float(after)
-
-
-def export_trained(config, params, out_dir) -> Codec:
-  """Fit z's quantiles (`fit_quantiles`), round the parameters to their stored form
-  (`checkpointing.storage_form`), build the tables of that rounded codec, write the export directory."""
-  from dcic_jax import checkpointing
-  from dcic_jax.codecs.registry import codec_kwargs
-  kwargs = codec_kwargs(config)
-  params, aux_trained, aux_fitted = fit_quantiles(config.codec.id, kwargs, params)
-  stored = checkpointing.storage_form(params)
-  codec = make_codec_from_params(config.codec.id, kwargs, checkpointing.from_storage(stored))
-  meta = dict(lmbda=config.train_codec.lmbda, steps=config.train_codec.steps,
-              crop_size=config.train_codec.crop_size, data_dir=config.train_codec.data_dir,
-              aux_loss=dict(trained=aux_trained, fitted=aux_fitted))
-  checkpointing.save_export(out_dir, codec.codec_id, kwargs, stored, codec.tables, meta,
-                            codec.fingerprint.hex())
-  return codec

@@ -272,8 +272,10 @@ def load_compressai_file(path, arch: str) -> tuple[dict, dict]:
     raise IncompatibleStateDict(f"{path}: {e}") from None
 
 
-def write_export(out_dir, arch: str, config: dict, params: dict, source: str = ""):
-  """Coding tables + export directory; kernels stay float32 (an import is the reference model).
+def write_export(out_dir, arch: str, config: dict, params: dict, source: str = "",
+                 calibration_images: list | None = None):
+  """Coding tables, DCIC calibration (`dcic.calibrate`, on `calibration_images` or the shipped
+  crops) + export directory; kernels stay float32 (an import is the reference model).
 
   The export is read back and must reproduce the imported model's fingerprint; otherwise it is
   removed again rather than left on disk as a "damaged" checkpoint.
@@ -281,8 +283,10 @@ def write_export(out_dir, arch: str, config: dict, params: dict, source: str = "
   import shutil
   from dcic_jax import checkpointing
   from dcic_jax.codecs import codec as codec_lib
+  from dcic_jax.dcic import calibrate
   codec = codec_lib.make_codec_from_params(ARCHS[arch], config, params)
-  meta = dict(source=f"compressai:{arch}", weights=str(source))
+  meta = dict(source=f"compressai:{arch}", weights=str(source),
+              dcic=calibrate.calibrate_codec(codec, calibration_images or calibrate.shipped_images()))
   checkpointing.save_export(out_dir, codec.codec_id, dict(config), codec.params, codec.tables, meta,
                             codec.fingerprint.hex())
   try:

@@ -28,6 +28,7 @@ from dcic_jax.dcic import constraints
 from dcic_jax.dcic.constraints import CodecFns, Target
 
 SIGMA = 0.1
+CALIBRATION_IMAGES = "data/images"  # the shipped crops: every export path calibrates on these three
 
 
 @functools.partial(jax.jit, static_argnames=("codec", "variant"))
@@ -71,6 +72,13 @@ def calibrate_codec(codec, images: list[np.ndarray], seed: int = 0) -> dict:
   return result
 
 
+def shipped_images() -> list[np.ndarray]:
+  """The images every export is calibrated on (`CALIBRATION_IMAGES`, shipped with the package)."""
+  from dcic_jax.assets import resolve
+  from dcic_jax.data.images import list_images, load_rgb
+  return [load_rgb(f) for f in list_images(resolve(CALIBRATION_IMAGES))]
+
+
 def weights(info: dict, variant: str) -> tuple[float, float]:
   """(w_D, w_P) from a codec export's codec.json, or (1, 1) if it was never calibrated."""
   cal = info.get("dcic", {})
@@ -96,7 +104,7 @@ def _run(args) -> None:
   from dcic_jax.io import write_json
   codec = codec_lib.load(args.checkpoint)
   from dcic_jax.assets import resolve
-  images = [load_rgb(f) for f in list_images(resolve(args.images))]
+  images = [load_rgb(f) for f in list_images(resolve(args.images or CALIBRATION_IMAGES))]
   cal = calibrate_codec(codec, images, args.seed)
   info_path = pathlib.Path(args.checkpoint) / "codec.json"
   info = json.loads(info_path.read_text())
@@ -110,7 +118,8 @@ def main(argv=None) -> int:
   from dcic_jax.argtypes import Parser
   p = Parser(prog="python -m dcic_jax.dcic.calibrate", description="compute the DCIC calibration constants of a codec export")
   p.add_argument("checkpoint")
-  p.add_argument("images", nargs="?", default="data/images", help="folder of images (default: the shipped crops)")
+  p.add_argument("images", nargs="?", default=None,
+                 help="folder of images (default: the shipped crops, as every export path uses)")
   p.add_argument("--seed", type=int, default=0)
   return exit_code(lambda: _run(p.parse_args(argv)))
 

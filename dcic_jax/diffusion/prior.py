@@ -41,8 +41,8 @@ class Prior:
 _SCHEDULE_NAMES = {"linear": "linear", "cosine": "cosine", "squaredcos_cap_v2": "cosine"}
 
 
-def _schedule_of(flags: dict, where: str) -> schedules.Schedule:
-  """The training schedule named by a checkpoint's flags; refused when not recorded."""
+def _schedule_of(flags: dict, where: str) -> tuple[str, int]:
+  """(kind, T) of the training schedule named by a checkpoint's flags; refused when not recorded."""
   missing = [k for k in ("noise_schedule", "diffusion_steps") if k not in flags]
   if missing:
     raise UserError(f"{where}: {' and '.join(missing)} not known (a state dict does not record "
@@ -53,7 +53,7 @@ def _schedule_of(flags: dict, where: str) -> schedules.Schedule:
   if kind is None:
     raise UserError(f"{where}: noise_schedule {flags['noise_schedule']!r} is not supported "
                     f"(expected one of {', '.join(_SCHEDULE_NAMES)})")
-  return schedules.make_schedule(kind, int(flags["diffusion_steps"]))
+  return kind, int(flags["diffusion_steps"])
 
 
 def load_prior(spec: str | None, flags: Any = None) -> Prior:
@@ -91,23 +91,63 @@ def load_prior(spec: str | None, flags: Any = None) -> Prior:
       raise UserError(f"{spec} is a dcic_jax prior: it records its own configuration (drop the "
                       "preset / prior flags)")
   if prior_files.is_exported_prior(spec):
-    cfg, params, full = prior_files.load_exported_prior(spec)
+    cfg, params, full, resolution = prior_files.load_exported_prior(spec)
   elif os.path.isdir(os.path.join(spec, "prior")):
     try:
       cfg, params, full = prior_files.load_trained_prior(spec)
     except FileNotFoundError as e:
       raise UserError(str(e)) from None
   else:
-    from dcic_jax.diffusion.convert import load_pytorch_prior
-    try:
-      cfg, params, used = load_pytorch_prior(resolved.path, resolved)
-    except (FileNotFoundError, KeyError, ValueError) as e:
-      raise UserError(f"cannot load a diffusion prior from {resolved.path}: {e}") from None
-    full = _schedule_of(used, resolved.path)
-    size = used.get("image_size", used.get("sample_size"))
-    resolution = int(size) if isinstance(size, (int, float)) else None
+    cfg, params, meta = _load_pytorch(resolved)
+    full, resolution = schedules.make_schedule(meta["schedule"], meta["num_timesteps"]), meta["resolution"]
   return Prior(spec, unet.make_eps_fn(unet.UNet(cfg)), params, full, cfg.size_multiple,
                resolution)
+
+
+def _load_pytorch(resolved) -> tuple[Any, Any, dict]:
+  """(UNetConfig, params, {"schedule", "num_timesteps", "resolution", "source"}) of a PyTorch
+  checkpoint resolved by `presets.resolve`."""
+  from dcic_jax.diffusion.convert import load_pytorch_prior
+  try:
+    cfg, params, used = load_pytorch_prior(resolved.path, resolved)
+  except (FileNotFoundError, KeyError, ValueError) as e:
+    raise UserError(f"cannot load a diffusion prior from {resolved.path}: {e}") from None
+  kind, steps = _schedule_of(used, resolved.path)
+  size = used.get("image_size", used.get("sample_size"))
+  return cfg, params, dict(schedule=kind, num_timesteps=steps,
+                           resolution=int(size) if isinstance(size, (int, float)) else None,
+                           source=(f"{resolved.preset}:" if resolved.preset else "")
+                           + os.path.basename(os.path.normpath(resolved.path)))
+
+
+def import_prior(spec: str, out_dir: str, flags: Any = None) -> str:
+  """Convert a PyTorch prior checkpoint (`[PRESET:]PATH` + `flags`, as `load_prior` takes it) once
+  into a dcic_jax prior folder (`prior_files.write_prior`): loading that needs neither torch nor
+  the flags, and is faster. Returns the folder."""
+  from dcic_jax.diffusion import presets, prior_files
+  resolved = presets.resolve(spec, flags)
+  if not os.path.exists(resolved.path):
+    raise UserError(f"diffusion prior not found: {resolved.path}")
+  if prior_files.is_exported_prior(resolved.path) or os.path.isdir(os.path.join(resolved.path, "prior")):
+    raise UserError(f"{resolved.path} is already a dcic_jax prior (use it as it is)")
+  cfg, params, meta = _load_pytorch(resolved)
+  return prior_files.write_prior(out_dir, cfg, params, meta)
+
+
+def import_main(argv=None) -> int:
+  """`dcic import-prior [PRESET:]PATH --out DIR [--prior-flags JSON]`."""
+  from dcic_jax.argtypes import Parser
+  from dcic_jax.errors import exit_code
+  p = Parser(prog="dcic import-prior", description="convert a diffusers / guided-diffusion "
+             "checkpoint into a dcic_jax prior folder (then --prior DIR needs no torch or flags)")
+  p.add_argument("checkpoint", help="[PRESET:]PATH, as --prior takes it (presets: README)")
+  p.add_argument("--out", required=True, help="the prior folder to write")
+  p.add_argument("--prior-flags", default=None, help="flags the weights do not record (JSON object or file)")
+
+  def run(args):
+    out = import_prior(args.checkpoint, args.out, args.prior_flags)
+    print(f"wrote {out}: use it with --prior {out}")
+  return exit_code(lambda: run(p.parse_args(argv)))
 
 
 def check_image_size(prior: Prior, height: int, width: int) -> str | None:

@@ -48,19 +48,12 @@ def load_trained_prior(workdir: str, use_ema: bool = True,
   return cfg, params, make_schedule(meta["schedule"], meta["num_timesteps"])
 
 
-def export_prior(workdir: str, out_dir: str, step: int | None = None) -> str:
-  """Write the EMA weights of a trained prior as a small self-contained folder.
-
-  `out_dir/prior_config.json` (architecture, schedule, steps trained) and `out_dir/params`
-  (orbax, EMA parameters only: a third of a training checkpoint, no optimiser state). Written to a
-  temporary folder first and renamed, so a failed export leaves no half-written prior.
-  """
-  cfg, params, _ = load_trained_prior(workdir, step=step)
-  with open(os.path.join(prior_dir(workdir), "prior_config.json")) as f:
-    meta = json.load(f)
-  manager = ocp.CheckpointManager(os.path.join(prior_dir(workdir), "checkpoints"))
-  meta["trained_steps"] = int(manager.latest_step() if step is None else step)
-  manager.close()
+def write_prior(out_dir: str, cfg: UNetConfig, params, meta: dict,
+                files: dict[str, bytes] | None = None) -> str:
+  """Write `out_dir/prior_config.json` (`meta` with the architecture) and `out_dir/params` (orbax),
+  through a temporary folder and a rename, so a failed write leaves no half-written prior.
+  `meta` holds at least "schedule" and "num_timesteps"; "resolution" where known. `files`: more
+  {name: bytes} to keep beside them."""
   out_dir = os.path.abspath(out_dir)
   tmp = out_dir + ".tmp"
   if os.path.exists(tmp):
@@ -70,15 +63,32 @@ def export_prior(workdir: str, out_dir: str, step: int | None = None) -> str:
     json.dump({**meta, "unet": dataclasses.asdict(cfg)}, f, indent=2)
   with checkpointing.local_checkpointer() as ckpt:
     ckpt.save(os.path.join(tmp, "params"), params)
-  curve = os.path.join(prior_dir(workdir), "metrics.jsonl")
-  if os.path.isfile(curve):  # the training curve travels with the weights
-    with open(curve) as src, open(os.path.join(tmp, "metrics.jsonl"), "w") as dst:
-      dst.writelines(line for line in src
-                     if json.loads(line)["step"] <= meta["trained_steps"])
+  for name, data in (files or {}).items():
+    with open(os.path.join(tmp, name), "wb") as f:
+      f.write(data)
   if os.path.exists(out_dir):
     shutil.rmtree(out_dir)
   os.rename(tmp, out_dir)
   return out_dir
+
+
+def export_prior(workdir: str, out_dir: str, step: int | None = None) -> str:
+  """Write the EMA weights of a trained prior as a small self-contained folder (`write_prior`:
+  architecture, schedule, steps trained; EMA parameters only, a third of a training checkpoint)
+  with the training curve up to that step."""
+  cfg, params, _ = load_trained_prior(workdir, step=step)
+  with open(os.path.join(prior_dir(workdir), "prior_config.json")) as f:
+    meta = json.load(f)
+  manager = ocp.CheckpointManager(os.path.join(prior_dir(workdir), "checkpoints"))
+  meta["trained_steps"] = int(manager.latest_step() if step is None else step)
+  manager.close()
+  files = {}
+  curve = os.path.join(prior_dir(workdir), "metrics.jsonl")
+  if os.path.isfile(curve):  # the training curve travels with the weights
+    with open(curve) as f:
+      files["metrics.jsonl"] = "".join(
+          line for line in f if json.loads(line)["step"] <= meta["trained_steps"]).encode()
+  return write_prior(out_dir, cfg, params, meta, files)
 
 
 def is_exported_prior(path: str) -> bool:
@@ -86,11 +96,12 @@ def is_exported_prior(path: str) -> bool:
           and os.path.isdir(os.path.join(path, "params")))
 
 
-def load_exported_prior(path: str) -> tuple[UNetConfig, Any, Schedule]:
-  """(UNetConfig, params, full T-step schedule) of a folder written by `export_prior`."""
+def load_exported_prior(path: str) -> tuple[UNetConfig, Any, Schedule, int | None]:
+  """(UNetConfig, params, full T-step schedule, training resolution or None) of a folder written
+  by `write_prior`."""
   with open(os.path.join(path, "prior_config.json")) as f:
     meta = json.load(f)
   with checkpointing.local_checkpointer() as ckpt:
     params = ckpt.restore(os.path.abspath(os.path.join(path, "params")))
   return (UNetConfig(**meta["unet"]), params,
-          make_schedule(meta["schedule"], meta["num_timesteps"]))
+          make_schedule(meta["schedule"], meta["num_timesteps"]), meta.get("resolution"))

@@ -28,10 +28,8 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import tqdm
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from dcic_jax import checkpointing
+from dcic_jax import checkpointing, sharding
 from dcic_jax.data.input_pipeline import load_folder, prefetch, random_crops
 from dcic_jax.errors import UserError
 from dcic_jax.diffusion import losses
@@ -39,6 +37,7 @@ from dcic_jax.diffusion.schedules import Schedule, make_schedule
 from dcic_jax.diffusion.prior_config import default_prior_config
 from dcic_jax.diffusion.prior_files import export_prior, latest_step, prior_dir
 from dcic_jax.diffusion.unet import UNet, UNetConfig, init_params
+from dcic_jax.train_log import ScalarLog
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -138,8 +137,7 @@ def train_prior(config: ml_collections.ConfigDict, workdir: str,
   n = jax.device_count()
   if tc.batch_size % n:
     raise ValueError(f"batch_size {tc.batch_size} is not divisible by the {n} devices")
-  mesh = jax.make_mesh((n,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-  batch_sharding = NamedSharding(mesh, P("data"))
+  mesh = sharding.data_mesh()
 
   key = jax.random.key(tc.seed)
   init_key, step_key = jax.random.split(key)
@@ -147,9 +145,7 @@ def train_prior(config: ml_collections.ConfigDict, workdir: str,
                                     _optimizer_key(tc), tc.ema_decay, mesh)
 
   out_dir = prior_dir(workdir)
-  manager = ocp.CheckpointManager(
-      os.path.join(out_dir, "checkpoints"),
-      options=ocp.CheckpointManagerOptions(max_to_keep=tc.max_to_keep, create=True))
+  manager = checkpointing.train_manager(os.path.join(out_dir, "checkpoints"), tc.max_to_keep)
   latest = manager.latest_step()
   if latest is None:
     state = init_fn(init_key)
@@ -163,44 +159,39 @@ def train_prior(config: ml_collections.ConfigDict, workdir: str,
       json.dump({"unet": dataclasses.asdict(cfg), "schedule": prior.schedule,
                  "num_timesteps": prior.num_timesteps}, f, indent=2)
 
-  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-  writer = SummaryWriter(os.path.join(out_dir, "tensorboard")) if is_main else None
-  # The same scalars as plain JSON lines, so the training curve can be read without TensorBoard.
-  curve = open(os.path.join(out_dir, "metrics.jsonl"), "a") if is_main else None
+  log = ScalarLog(os.path.join(out_dir, "tensorboard"), "prior",
+                  jsonl=os.path.join(out_dir, "metrics.jsonl"))
   bar = tqdm.tqdm(total=tc.num_steps, initial=start, desc="prior",
                   disable=not (is_main and tc.progress_bar))
   pending = None  # (step, metrics) of the last dispatched step, checked one step late
 
   def next_batch():
     local = to_model_range(next(images))
-    global_shape = (local.shape[0] * jax.process_count(),) + local.shape[1:]
-    if global_shape[0] != tc.batch_size:
-      raise ValueError(f"batch of {global_shape[0]} images, config batch_size {tc.batch_size}")
-    return jax.make_array_from_process_local_data(batch_sharding, local, global_shape)
+    if local.shape[0] * jax.process_count() != tc.batch_size:
+      raise ValueError(f"batch of {local.shape[0] * jax.process_count()} images, config "
+                       f"batch_size {tc.batch_size}")
+    return sharding.global_batch(local, mesh)
 
   batches = prefetch(next_batch)  # the host's crops overlap the device's step
   try:
     for step in range(start, tc.num_steps):
       state, metrics = train_step(state, next(batches), step_key)
       if pending is not None:
-        _log(writer, curve, bar, *pending, lr_schedule, tc.log_every)
+        _log(log, bar, *pending, lr_schedule, tc.log_every)
       pending = (step, metrics)
       bar.update(1)
       if (step + 1) % tc.checkpoint_every == 0 or step + 1 == tc.num_steps:
-        _log(writer, curve, bar, *pending, lr_schedule, tc.log_every)  # never save a diverged state
+        _log(log, bar, *pending, lr_schedule, tc.log_every)  # never save a diverged state
         pending = None
         manager.save(step + 1, args=ocp.args.StandardSave(state))
     if pending is not None:
-      _log(writer, curve, bar, *pending, lr_schedule, tc.log_every)
+      _log(log, bar, *pending, lr_schedule, tc.log_every)
   finally:
     batches.close()
     manager.wait_until_finished()
     manager.close()
     bar.close()
-    if writer is not None:
-      writer.close()
-    if curve is not None:
-      curve.close()
+    log.close()
   return state
 
 
@@ -219,8 +210,7 @@ def _jitted_fns(cfg: UNetConfig, schedule_kind: str, num_timesteps: int,
   """Jitted (init, train_step), cached so that repeated `train_prior` calls in one process
   (resuming, notebooks, tests) reuse the compiled step."""
   tx = make_optimizer(ml_collections.ConfigDict(dict(optimizer_key)))
-  replicated = NamedSharding(mesh, P())
-  batch_sharding = NamedSharding(mesh, P("data"))
+  replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharded(mesh)
   init_fn = jax.jit(lambda k: create_train_state(cfg, tx, k), out_shardings=replicated)
   step = make_train_step(UNet(cfg), tx, make_schedule(schedule_kind, num_timesteps), ema_decay)
   train_step = jax.jit(step, in_shardings=(replicated, batch_sharding, replicated),
@@ -228,16 +218,11 @@ def _jitted_fns(cfg: UNetConfig, schedule_kind: str, num_timesteps: int,
   return init_fn, train_step
 
 
-def _log(writer, curve, bar, step: int, metrics, lr_schedule, log_every: int) -> None:
+def _log(log: ScalarLog, bar, step: int, metrics, lr_schedule, log_every: int) -> None:
   values = _check_finite(step, metrics)
   if (step + 1) % log_every == 0:
     values["learning_rate"] = float(lr_schedule(step))
-    if writer is not None:
-      for name, value in values.items():
-        writer.add_scalar(f"prior/{name}", value, step + 1)
-    if curve is not None:
-      curve.write(json.dumps({"step": step + 1, **values}) + "\n")
-      curve.flush()
+    log.write(step + 1, values)
     bar.set_postfix(loss=f"{values['loss']:.4f}")
 
 
