@@ -15,6 +15,7 @@ import flax.linen as nn
 
 from dcic_jax.codecs.hybrid import HybridTCM
 from dcic_jax.codecs.hyperprior import Hyperprior, HyperpriorConfig
+from dcic_jax.codecs import tcm_official
 from dcic_jax.codecs.transformer import SwinTCharm, TransformerConfig, check_config
 from dcic_jax.errors import UserError
 
@@ -28,6 +29,9 @@ _REGISTRY: dict[str, tuple[type, Callable[..., nn.Module]]] = {
     "swint-charm": (TransformerConfig, SwinTCharm),
     # Liu, Sun, Katto 2023 (TCM): mixed Transformer–CNN transforms + channel-wise AR model.
     "tcm": (TransformerConfig, HybridTCM),
+    # The official TCM (jmliu206/LIC_TCM models/tcm.py) for its published checkpoints; coded by
+    # `codecs/tcm_codec.TCMCodec` (import: `codecs/tcm_import.py`).
+    "tcm-official": (tcm_official.TCMOfficialConfig, tcm_official.TCMOfficial),
 }
 
 
@@ -57,6 +61,11 @@ def make_codec(codec_id: str, **config) -> nn.Module:
   if config_cls is TransformerConfig:
     try:
       check_config(cfg)
+    except ValueError as e:
+      raise UserError(f"bad config for {codec_id!r}: {e}") from None
+  if config_cls is tcm_official.TCMOfficialConfig:
+    try:
+      tcm_official.check_config(cfg)
     except ValueError as e:
       raise UserError(f"bad config for {codec_id!r}: {e}") from None
   return build(cfg)
