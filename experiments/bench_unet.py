@@ -22,7 +22,9 @@ decoders take) against diffusers on the same weights: a torch worker process bui
 `UNet2DModel` from the architecture's config.json with random weights, hands its state dict over,
 and ours is converted from it by `convert.convert_state_dict` (ε is compared once). The two sides
 alternate for `--rounds` rounds (each the median of `--repeats` calls), printing each round's
-ratio and their median. Architectures (`--arch`): `celebahq` is google/ddpm-ema-celebahq-256's
+ratio and their median, in wall time and in each process's CPU time (all its threads; under other
+jobs' load the wall ratio moves, PyTorch's OpenMP suffering more, the CPU ratio much less), with
+the load average at each round. Architectures (`--arch`): `celebahq` is google/ddpm-ema-celebahq-256's
 (113.7 M parameters) at 1×64×64, `ddpm32` a DDPM-flag UNet with channels 32/32/64/64 at 4×128×128.
 `--ref REV` also times unet.py as of git revision REV (same weights) in the same rounds:
 
@@ -198,12 +200,22 @@ def _eps_inputs(arch: str, seed: int):
 
 
 def _median_seconds(fn, repeats: int) -> float:
-  times = []
+  return _median_wall_cpu(fn, repeats)[0]
+
+
+def _median_wall_cpu(fn, repeats: int) -> tuple[float, float]:
+  """(median wall seconds, median CPU seconds of this process) of one call.
+
+  On a shared machine the wall time carries the other jobs' load; the CPU time (all threads,
+  spinning included) moves much less with it, so it is the steadier before/after measure.
+  """
+  wall, cpu = [], []
   for _ in range(repeats):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     fn()
-    times.append(time.perf_counter() - start)
-  return sorted(times)[len(times) // 2]
+    wall.append(time.perf_counter() - start)
+    cpu.append(time.process_time() - start_cpu)
+  return sorted(wall)[len(wall) // 2], sorted(cpu)[len(cpu) // 2]
 
 
 def torch_eps_worker() -> None:
@@ -244,7 +256,8 @@ def torch_eps_worker() -> None:
       reply = {"n_params": sum(p.numel() for p in model.parameters()),
                "torch": torch.__version__, "threads": torch.get_num_threads()}
     else:
-      reply = {"seconds": _median_seconds(calls[req["arch"]][req["what"]], req["repeats"])}
+      wall, cpu = _median_wall_cpu(calls[req["arch"]][req["what"]], req["repeats"])
+      reply = {"seconds": wall, "cpu": cpu}
     print(json.dumps(reply), flush=True)
 
 
@@ -314,20 +327,28 @@ def eps_benchmarks(args) -> None:
     print(f"  diffusers: torch {info['torch']}, {info['threads']} threads ({python})")
     for what in ("fwd", "grad"):
       seconds = {name: [] for name in ["diffusers", *calls]}
+      cpu = {name: [] for name in seconds}
+      load = []
       for _ in range(args.rounds):
-        seconds["diffusers"].append(ask(op="time", arch=arch, what=what,
-                                        repeats=args.repeats)["seconds"])
+        load.append(os.getloadavg()[0])
+        reply = ask(op="time", arch=arch, what=what, repeats=args.repeats)
+        seconds["diffusers"].append(reply["seconds"])
+        cpu["diffusers"].append(reply["cpu"])
         for name, call in calls.items():
           time.sleep(0.2)  # let the other side's spinning threads go idle
-          seconds[name].append(_median_seconds(call[what], args.repeats))
+          wall_s, cpu_s = _median_wall_cpu(call[what], args.repeats)
+          seconds[name].append(wall_s)
+          cpu[name].append(cpu_s)
       label = "forward" if what == "fwd" else "∂ε/∂x"
-      for name, sec in seconds.items():
-        line = f"  {label:7s} {name:14s} " + " ".join(f"{s:7.3f}" for s in sec) + " s"
-        if name != "diffusers":
-          ratios = [a / b for a, b in zip(sec, seconds["diffusers"])]
-          line += ("; / diffusers: " + " ".join(f"{r:.2f}" for r in ratios)
-                   + f", median {sorted(ratios)[len(ratios) // 2]:.2f}x")
-        print(line, flush=True)
+      print(f"  {label}: 1-minute load at each round " + " ".join(f"{l:.1f}" for l in load))
+      for kind, table in (("wall", seconds), ("cpu", cpu)):
+        for name, sec in table.items():
+          line = f"  {label:7s} {kind:4s} {name:14s} " + " ".join(f"{s:7.3f}" for s in sec) + " s"
+          if name != "diffusers":
+            ratios = [a / b for a, b in zip(sec, table["diffusers"])]
+            line += ("; / diffusers: " + " ".join(f"{r:.2f}" for r in ratios)
+                     + f", median {sorted(ratios)[len(ratios) // 2]:.2f}x")
+          print(line, flush=True)
   worker.stdin.close()
   worker.wait()
 
