@@ -136,3 +136,15 @@ def test_round_trip_is_bit_exact_and_rounds_like_the_official_code():
         f"official strings {int(f['official_bytes'])} bytes (ratio {ratio:.4f})")
   assert frac < 1e-4
   assert abs(ratio - 1.0) < 0.02
+
+
+def test_export_loads_back_as_the_same_codec(tmp_path, monkeypatch):
+  """tables + save_export + tcm_codec.load (the DCIC calibration itself is stubbed: it runs the
+  same compress/decompress as the round trip above, for minutes on this CPU)."""
+  from dcic_jax.dcic import calibrate
+  monkeypatch.setattr(calibrate, "calibrate_codec", lambda codec, images: {"w_d": 1.0, "stub": True})
+  config, params = _imported(64)
+  codec = tcm_import.write_export(tmp_path / "tcm", config, params, source="seeded", calibration_images=[None])
+  loaded = tcm_codec.load(tmp_path / "tcm")
+  assert isinstance(loaded, tcm_codec.TCMCodec) and loaded.fingerprint == codec.fingerprint
+  assert loaded.config == dict(N=64, M=320)
