@@ -94,8 +94,7 @@ def official_y_tables() -> tuple[dict, np.ndarray]:
 
   Why not the 128 nearest-in-log levels of `codec.build_tables`: with the official levels and
   CompressAI's round-up rule the files have the official code's size (its models were trained and
-  published with them); on the seeded test models, whose sigmas are not calibrated, the nearest
-  rule made files 8% larger than the official strings.
+  published with them).
   """
   lo, hi, n = OFFICIAL_SCALES
   scales = np.exp(np.linspace(math.log(lo), math.log(hi), n))

@@ -18,7 +18,8 @@ component joined to its predecessor (`g_a.1.conv1_1.weight` -> `g_a_1/conv1_1/ke
 
 Where the official code is defined, this is the same function: inputs whose sides are multiples
 of 128 and at least 256 (y at least 16 per side, a multiple of the window 8; the official
-`SwinBlock` zero-pads smaller y and then fails on the LRP concatenation). Elsewhere (the project
+`SwinBlock` zero-pads y of side <= 8 to a size that its window partition or the LRP concatenation
+then rejects: 128² and 192² inputs fail there, 256² and 384² run). Elsewhere (the project
 pads images to multiples of 64 only) the attention windows are padded and the padding masked out,
 as `codecs/transformer.py` does, so every size codes.
 
