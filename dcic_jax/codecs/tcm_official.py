@@ -69,8 +69,13 @@ class TCMOfficialConfig:
     for f in ("depths", "head_dim", "cc_hidden"):
       object.__setattr__(self, f, tuple(int(v) for v in getattr(self, f)))
 
+  @property
+  def support_slices(self) -> int:
+    """Decoded slices a slice network reads at most (official: all of them when negative)."""
+    return self.num_slices if self.max_support_slices < 0 else self.max_support_slices
+
   def support_channels(self, i: int) -> int:
-    return self.M + self.M // self.num_slices * min(i, self.max_support_slices)
+    return self.M + self.M // self.num_slices * min(i, self.support_slices)
 
 
 def check_config(cfg: TCMOfficialConfig) -> None:
@@ -323,7 +328,7 @@ class TCMOfficial(HyperpriorParts, nn.Module):
   def slice_params(self, i: int, mean_feat, scale_feat, support: list):
     """Slice i's (mu_i, sigma_i, mean support after SWAtten) from the hyper features and the
     decoded slices (only the first `max_support_slices` are read)."""
-    support = list(support[:self.tcm.max_support_slices])
+    support = list(support[:self.tcm.support_slices])
     mean_support = getattr(self, f"atten_mean_{i}_0")(jnp.concatenate([mean_feat] + support, -1))
     scale_support = getattr(self, f"atten_scale_{i}_0")(jnp.concatenate([scale_feat] + support, -1))
     return self._cc("cc_mean_transforms", i, mean_support), self._cc("cc_scale_transforms", i, scale_support), \
