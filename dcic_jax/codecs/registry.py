@@ -29,6 +29,11 @@ _REGISTRY: dict[str, tuple[type, Callable[..., nn.Module]]] = {
     "swint-charm": (TransformerConfig, SwinTCharm),
     # Liu, Sun, Katto 2023 (TCM): mixed Transformer–CNN transforms + channel-wise AR model.
     "tcm": (TransformerConfig, HybridTCM),
+}
+# Import-only codecs: built by `make_codec` like the others, but coded by their own `Codec`
+# subclass, not by `codec.make_codec_from_params`, so `codec_ids()` (the codecs every generic
+# round-trip, fuzz and training path takes) leaves them out.
+_IMPORT_ONLY: dict[str, tuple[type, Callable[..., nn.Module]]] = {
     # The official TCM (jmliu206/LIC_TCM models/tcm.py) for its published checkpoints; coded by
     # `codecs/tcm_codec.TCMCodec` (import: `codecs/tcm_import.py`).
     "tcm-official": (tcm_official.TCMOfficialConfig, tcm_official.TCMOfficial),
@@ -39,11 +44,15 @@ def codec_ids() -> list[str]:
   return sorted(_REGISTRY)
 
 
+def import_only_ids() -> list[str]:
+  return sorted(_IMPORT_ONLY)
+
+
 def config_fields(codec_id: str) -> list[str]:
   """Names of the constructor kwargs `codec_id` accepts (its config dataclass fields)."""
-  if codec_id not in _REGISTRY:
-    raise UserError(f"unknown codec id {codec_id!r}; known: {', '.join(codec_ids())}")
-  return [f.name for f in dataclasses.fields(_REGISTRY[codec_id][0])]
+  if codec_id not in _REGISTRY and codec_id not in _IMPORT_ONLY:
+    raise UserError(f"unknown codec id {codec_id!r}; known: {', '.join(codec_ids() + import_only_ids())}")
+  return [f.name for f in dataclasses.fields({**_REGISTRY, **_IMPORT_ONLY}[codec_id][0])]
 
 
 def codec_kwargs(config) -> dict:
@@ -56,7 +65,7 @@ def make_codec(codec_id: str, **config) -> nn.Module:
   unknown = set(config) - fields
   if unknown:
     raise UserError(f"unknown codec config field(s) {sorted(unknown)} for {codec_id!r}; known: {sorted(fields)}")
-  config_cls, build = _REGISTRY[codec_id]
+  config_cls, build = {**_REGISTRY, **_IMPORT_ONLY}[codec_id]
   cfg = config_cls(**config)
   if config_cls is TransformerConfig:
     try:
