@@ -1,5 +1,6 @@
 """`pip install .` (not -e) gives a working package: the wheel carries the shipped exports, prior,
 demo images and configs, and the CLI and the demo config find them from any directory."""
+import os
 import pathlib
 import shutil
 import subprocess
@@ -39,3 +40,8 @@ def test_a_wheel_install_runs_the_cli_and_the_demo_config_from_elsewhere(tmp_pat
                                                       elsewhere)
   out = _run([python, "-m", "dcic_jax.main", "--config=configs/demo.py", "--workdir=wd", "--dry_run"], elsewhere)
   assert "per rate" in out
+  if os.environ.get("DCIC_WHEEL_FULL_DEMO") == "1":  # the whole demo (minutes): a release check
+    out = _run([str(venv / "bin" / "dcic"), "run", "--config=configs/demo.py", "--workdir=wd"], elsewhere,
+               timeout=3600)
+    assert (elsewhere / "wd" / "report" / "report.html").is_file(), out[-3000:]
+    print(out[-3000:])

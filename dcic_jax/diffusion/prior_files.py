@@ -10,7 +10,7 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
-from dcic_jax import checkpointing
+from dcic_jax import checkpointing, io
 from dcic_jax.diffusion.schedules import Schedule, make_schedule
 from dcic_jax.diffusion.unet import UNetConfig
 
@@ -59,13 +59,12 @@ def write_prior(out_dir: str, cfg: UNetConfig, params, meta: dict,
   if os.path.exists(tmp):
     shutil.rmtree(tmp)
   os.makedirs(tmp)
-  with open(os.path.join(tmp, "prior_config.json"), "w") as f:
-    json.dump({**meta, "unet": dataclasses.asdict(cfg)}, f, indent=2)
+  io.write_json(os.path.join(tmp, "prior_config.json"), {**meta, "unet": dataclasses.asdict(cfg)},
+                indent=2)
   with checkpointing.local_checkpointer() as ckpt:
     ckpt.save(os.path.join(tmp, "params"), params)
   for name, data in (files or {}).items():
-    with open(os.path.join(tmp, name), "wb") as f:
-      f.write(data)
+    io.write_bytes(os.path.join(tmp, name), data)
   if os.path.exists(out_dir):
     shutil.rmtree(out_dir)
   os.rename(tmp, out_dir)

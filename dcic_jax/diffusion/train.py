@@ -16,7 +16,6 @@ the step number. Train a prior (CPU: slow; a GPU is the place) with e.g.
 """
 import dataclasses
 import functools
-import json
 import os
 from typing import Any, Iterator
 
@@ -29,7 +28,7 @@ import optax
 import orbax.checkpoint as ocp
 import tqdm
 
-from dcic_jax import checkpointing, sharding
+from dcic_jax import checkpointing, io, sharding
 from dcic_jax.data.input_pipeline import load_folder, prefetch, random_crops
 from dcic_jax.errors import UserError
 from dcic_jax.diffusion import losses
@@ -154,10 +153,9 @@ def train_prior(config: ml_collections.ConfigDict, workdir: str,
   start = int(state.step)
   is_main = jax.process_index() == 0
   if is_main:
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "prior_config.json"), "w") as f:
-      json.dump({"unet": dataclasses.asdict(cfg), "schedule": prior.schedule,
-                 "num_timesteps": prior.num_timesteps}, f, indent=2)
+    io.write_json(os.path.join(out_dir, "prior_config.json"),
+                  {"unet": dataclasses.asdict(cfg), "schedule": prior.schedule,
+                   "num_timesteps": prior.num_timesteps}, indent=2, make_parents=True)
 
   log = ScalarLog(os.path.join(out_dir, "tensorboard"), "prior",
                   jsonl=os.path.join(out_dir, "metrics.jsonl"))
