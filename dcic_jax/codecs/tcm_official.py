@@ -36,7 +36,6 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from dcic_jax.codecs.hyperprior import HyperpriorParts
 from dcic_jax.codecs.layers import GDN, conv
