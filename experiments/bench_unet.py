@@ -25,7 +25,8 @@ alternate for `--rounds` rounds (each the median of `--repeats` calls), printing
 ratio and their median, in wall time and in each process's CPU time (all its threads; under other
 jobs' load the wall ratio moves, PyTorch's OpenMP suffering more, the CPU ratio much less), with
 the load average at each round. Architectures (`--arch`): `celebahq` is google/ddpm-ema-celebahq-256's
-(113.7 M parameters) at 1×64×64, `ddpm32` a DDPM-flag UNet with channels 32/32/64/64 at 4×128×128.
+(113.7 M parameters) at 1×64×64, `ddpm32` a DDPM-flag UNet with channels 32/32/64/64 at 4×128×128,
+`shipped` the shipped prior's architecture (1.14 M) at the demo's 1×128×128.
 `--ref REV` also times unet.py as of git revision REV (same weights) in the same rounds:
 
   python experiments/bench_unet.py --mode eps --torch-python ~/.torch-ref-venv/bin/python
@@ -186,7 +187,16 @@ def _eps_archs() -> dict[str, tuple[dict, int, int]]:
   ddpm32 = dict(celebahq, sample_size=128, block_out_channels=[32, 32, 64, 64],
                 down_block_types=["DownBlock2D"] * 3 + ["AttnDownBlock2D"],
                 up_block_types=["AttnUpBlock2D"] + ["UpBlock2D"] * 3)
-  return {"celebahq": (celebahq, 1, 64), "ddpm32": (ddpm32, 4, 128)}
+  # The shipped prior (checkpoints/prior: scale-shift, 4 heads in the middle only) at the demo's
+  # call: one 128² crop.
+  shipped = dict(
+      _class_name="UNet2DModel", sample_size=128, in_channels=3, out_channels=3,
+      block_out_channels=[32, 64, 64], layers_per_block=1, down_block_types=["DownBlock2D"] * 3,
+      up_block_types=["UpBlock2D"] * 3, attention_head_dim=16, downsample_padding=1,
+      flip_sin_to_cos=True, freq_shift=0, mid_block_scale_factor=1, norm_eps=1e-5,
+      norm_num_groups=16, attn_norm_num_groups=16, resnet_time_scale_shift="scale_shift",
+      act_fn="silu", add_attention=True)
+  return {"celebahq": (celebahq, 1, 64), "ddpm32": (ddpm32, 4, 128), "shipped": (shipped, 1, 128)}
 
 
 def _eps_inputs(arch: str, seed: int):
@@ -374,8 +384,8 @@ def main() -> None:
   p.add_argument("--baseline-only", action="store_true", help=argparse.SUPPRESS)
   p.add_argument("--mode", choices=("train", "eps"), default="train",
                  help="train: train step + DDIM sampling; eps: forward and ∂ε/∂x vs diffusers")
-  p.add_argument("--arch", type=lambda s: s.split(","), default=["celebahq", "ddpm32"],
-                 help="eps mode: architectures (celebahq, ddpm32)")
+  p.add_argument("--arch", type=lambda s: s.split(","), default=["celebahq", "ddpm32", "shipped"],
+                 help="eps mode: architectures (celebahq, ddpm32, shipped)")
   p.add_argument("--rounds", type=int, default=3, help="eps mode: alternating rounds")
   p.add_argument("--repeats", type=int, default=3, help="eps mode: timed calls per round")
   p.add_argument("--ref", default="", help="eps mode: also time unet.py at this git revision")
