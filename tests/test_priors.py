@@ -190,36 +190,58 @@ def _cli(*args, timeout=600):
                         cwd=REPO, timeout=timeout)
 
 
-def test_preset_priors_through_main_and_decompress(tmp_path):
-  """A preset's exact layout (width reduced) through `dcic_jax.main` with a dataset config, and
-  through `decompress --prior PRESET:PATH --prior-flags`."""
+# Each dataset config, its dataset's layout (a stand-in image where the real files go) and the
+# preset its prior is named with.
+DATASET_CONFIGS = {
+    "celeba": ("ddpm-ema-celebahq256", "ddpm-celebahq256", ["celeba_hq/val/female/000001.jpg"]),
+    "clic": ("adm-imagenet256", "adm-imagenet256",
+             ["clic2020/professional/test/a.png", "clic2020/mobile/test/b.png"]),
+    "imagenet": ("adm-imagenet256", "adm-imagenet256", ["imagenet/val/ILSVRC2012_val_00000001.JPEG"]),
+}
+
+
+@pytest.mark.parametrize("config", list(DATASET_CONFIGS))
+def test_dataset_configs_run_end_to_end_with_their_preset(config, tmp_path):
+  """Each dataset config through `dcic_jax.main` on a stand-in of its dataset, with its preset's
+  exact layout (width reduced, random weights) as the prior: one (K_D, K_P) point decodes. The
+  images are resized and cropped as the config does, to 64² instead of the prior's 256² (a 256²
+  decode costs minutes here), which the size note reports. The celeba case then decodes its
+  file through `decompress --prior PRESET:PATH --prior-flags`, and refuses a lone diffusers
+  weights file without its config.json."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
   from conftest import IMAGES  # pylint: disable=g-import-not-at-top
   from tiny_exports import export_random_codec  # pylint: disable=g-import-not-at-top
+  preset, fixture, stand_ins = DATASET_CONFIGS[config]
   codec = tmp_path / "bmshj2018-q1"
   export_random_codec(codec, seed=1)
-  weights, flags, _ = preset_checkpoint("dps-ffhq256", tmp_path)
-  p = _cli("-m", "dcic_jax.main", "--config=configs/celeba.py", f"--workdir={tmp_path / 'run'}",
-           "--config.eval.dataset=folder", "--config.eval.split=", f"--config.eval.images_dir={IMAGES}",
-           "--config.eval.max_images=1", "--config.eval.resize_short=0", "--config.eval.crop=64",
-           f"--config.eval.checkpoints={codec}", f"--config.dcic.prior=dps-ffhq256:{weights}",
+  source = Image.open(IMAGES / "kodim23_crop.png").convert("RGB").crop((0, 0, 120, 96))
+  for name in stand_ins:
+    (tmp_path / "data" / name).parent.mkdir(parents=True, exist_ok=True)
+    source.save(tmp_path / "data" / name, format="JPEG" if name.lower().endswith(("jpg", "jpeg")) else "PNG")
+  weights, flags, _ = preset_checkpoint(fixture, tmp_path)
+  p = _cli("-m", "dcic_jax.main", f"--config=configs/{config}.py", f"--workdir={tmp_path / 'run'}",
+           f"--config.eval.images_dir={tmp_path / 'data'}", "--config.eval.max_images=1",
+           f"--config.eval.checkpoints={codec}", f"--config.dcic.prior={preset}:{weights}",
            f"--config.dcic.prior_flags={json.dumps(flags)}", "--config.dcic.num_steps=1",
-           "--config.dcic.kd=0", "--config.dcic.kp=1", "--config.metrics.fid_patch=0")
+           "--config.dcic.kd=0", "--config.dcic.kp=1", "--config.metrics.fid_patch=0",
+           "--config.eval.resize_short=64", "--config.eval.crop=64")
   assert p.returncode == 0, p.stderr[-2000:]
-  assert "trained on 256x256" in p.stdout and "learned variance" in p.stdout
+  assert "images are 64x64, the prior" in p.stdout and "trained on 256x256" in p.stdout
+  assert ("learned variance" in p.stdout) == preset.startswith("adm")
+  originals = list((tmp_path / "run" / "originals").glob("*.png"))
+  assert len(originals) == 1 and Image.open(originals[0]).size == (64, 64)
   assert len(list((tmp_path / "run" / "decoded").rglob("*.png"))) == 1
-
-  png = tmp_path / "run" / "originals"
+  if config != "celeba":
+    return
   small = tmp_path / "small.dcic"
-  assert _cli("-m", "dcic_jax", "compress", next(png.glob("*.png")), small, "--checkpoint",
-              codec, "--seed", "3").returncode == 0
-  diffusers_weights, diffusers_flags, _ = preset_checkpoint("ddpm-celebahq256", tmp_path)
+  assert _cli("-m", "dcic_jax", "compress", originals[0], small, "--checkpoint", codec,
+              "--seed", "3").returncode == 0
   out = tmp_path / "out.png"
   p = _cli("-m", "dcic_jax", "decompress", small, out, "--checkpoint", codec, "--prior",
-           f"ddpm-ema-celebahq256:{diffusers_weights}", "--prior-flags",
-           json.dumps(diffusers_flags), "--steps", "1", "--kp", "1")
+           f"{preset}:{weights}", "--prior-flags", json.dumps(flags), "--steps", "1", "--kp", "1")
   assert p.returncode == 0 and out.is_file(), p.stderr[-2000:]
   p = _cli("-m", "dcic_jax", "decompress", small, tmp_path / "no.png", "--checkpoint", codec,
-           "--prior", diffusers_weights, "--steps", "1", "--kp", "1")   # no config.json: refused
+           "--prior", weights, "--steps", "1", "--kp", "1")   # no config.json: refused
   assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("error:")
   assert "config.json" in p.stderr and "Traceback" not in p.stderr
   assert not (tmp_path / "no.png").exists()
