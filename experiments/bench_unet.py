@@ -359,6 +359,11 @@ def eps_benchmarks(args) -> None:
             line += ("; / diffusers: " + " ".join(f"{r:.2f}" for r in ratios)
                      + f", median {sorted(ratios)[len(ratios) // 2]:.2f}x")
           print(line, flush=True)
+        for name, sec in table.items():
+          if name.startswith("ours@"):
+            ratios = [a / b for a, b in zip(table["ours"], sec)]
+            print(f"  {label:7s} {kind:4s} ours / {name}: " + " ".join(f"{r:.2f}" for r in ratios)
+                  + f", median {sorted(ratios)[len(ratios) // 2]:.2f}x", flush=True)
   worker.stdin.close()
   worker.wait()
 
