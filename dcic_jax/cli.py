@@ -4,7 +4,7 @@
                  python -m dcic_jax decompress IN.dcic --grid "0,0.5,1x0,0.5,1" --out-dir DIR
                  python -m dcic_jax report DIR [--original IN.png]
                  python -m dcic_jax TOOL ... (run, score, train-codec, train-prior, import-compressai,
-                                              import-prior, calibrate, convert-metric-weights,
+                                              import-tcm, import-prior, calibrate, convert-metric-weights,
                                               prepare-dataset)
 
 Without --kd/--kp/--grid, decompress writes the base reconstruction x̂_b. With them it runs the
@@ -207,6 +207,8 @@ TOOLS = {
     "train-prior": ("dcic_jax.diffusion.train", "main", "train a diffusion prior on a folder of images"),
     "import-compressai": ("dcic_jax.codecs.compressai_import", "main",
                           "a CompressAI hyperprior checkpoint as a codec export"),
+    "import-tcm": ("dcic_jax.codecs.tcm_import", "main",
+                   "an official TCM checkpoint (jmliu206/LIC_TCM .pth.tar) as a codec export"),
     "import-prior": ("dcic_jax.diffusion.prior", "import_main",
                      "a diffusers / guided-diffusion checkpoint as a dcic_jax prior folder"),
     "calibrate": ("dcic_jax.dcic.calibrate", "main", "store w_D, w_P of the penalty modes in a codec export"),

@@ -118,6 +118,14 @@ def test_cli_wrong_file_is_one_error_line(tmp_path, capsys):
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("error: ")
   assert not (tmp_path / "out").exists()
+  # A state dict of another model, as .safetensors (read without torch), through `dcic import-tcm`.
+  from dcic_jax import cli
+  from test_priors import write_safetensors
+  write_safetensors(tmp_path / "other.safetensors", {"g_a.0.weight": np.zeros((8, 3, 5, 5), np.float32)})
+  assert cli.main(["import-tcm", "--weights", str(tmp_path / "other.safetensors"), "--out", str(tmp_path / "out")]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("error: ") and "g_a" in err[0]
+  assert not (tmp_path / "out").exists()
 
 
 def test_round_trip_is_bit_exact_and_rounds_like_the_official_code():
@@ -139,12 +147,13 @@ def test_round_trip_is_bit_exact_and_rounds_like_the_official_code():
 
 
 def test_export_loads_back_as_the_same_codec(tmp_path, monkeypatch):
-  """tables + save_export + tcm_codec.load (the DCIC calibration itself is stubbed: it runs the
+  """tables + save_export + codec.load, which builds a TCMCodec for this id (the DCIC calibration itself is stubbed: it runs the
   same compress/decompress as the round trip above, for minutes on this CPU)."""
   from dcic_jax.dcic import calibrate
   monkeypatch.setattr(calibrate, "calibrate_codec", lambda codec, images: {"w_d": 1.0, "stub": True})
   config, params = _imported(64)
   codec = tcm_import.write_export(tmp_path / "tcm", config, params, source="seeded", calibration_images=[None])
-  loaded = tcm_codec.load(tmp_path / "tcm")
+  from dcic_jax.codecs import codec as codec_lib
+  loaded = codec_lib.load(tmp_path / "tcm")
   assert isinstance(loaded, tcm_codec.TCMCodec) and loaded.fingerprint == codec.fingerprint
   assert loaded.config == dict(N=64, M=320)

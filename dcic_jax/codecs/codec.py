@@ -13,6 +13,7 @@ its length field: ~4 bytes for the CNN codecs, ~20 for four slices.)
 import dataclasses
 import functools
 import hashlib
+import importlib
 import json
 import math
 
@@ -398,9 +399,14 @@ def make_codec_from_params(codec_id: str, config: dict, params) -> Codec:
 
 
 def load(path) -> Codec:
+  """The codec of an export directory, as the `Codec` (subclass) that codes its id, its
+  fingerprint checked against the one recorded."""
   from dcic_jax import checkpointing
+  from dcic_jax.codecs.registry import CODING_CLASSES
   info, params, tables = checkpointing.load_export(path)
-  codec = Codec(info["codec_id"], info["config"], params, tables)
+  module, _, name = CODING_CLASSES.get(info["codec_id"], ":").partition(":")
+  cls = getattr(importlib.import_module(module), name) if module else Codec
+  codec = cls(info["codec_id"], info["config"], params, tables)
   if codec.fingerprint.hex() != info["fingerprint"]:
     raise UserError(f"checkpoint {path} is damaged: fingerprint {codec.fingerprint.hex()} != {info['fingerprint']}")
   return codec

@@ -274,8 +274,16 @@ def load_compressai_file(path, arch: str) -> tuple[dict, dict]:
 
 def write_export(out_dir, arch: str, config: dict, params: dict, source: str = "",
                  calibration_images: list | None = None):
-  """Coding tables, DCIC calibration (`dcic.calibrate`, on `calibration_images` or the shipped
-  crops) + export directory; kernels stay float32 (an import is the reference model).
+  """`save_imported` of the CompressAI model `arch` (tables from its params)."""
+  from dcic_jax.codecs import codec as codec_lib
+  codec = codec_lib.make_codec_from_params(ARCHS[arch], config, params)
+  return save_imported(out_dir, codec, f"compressai:{arch}", source, calibration_images)
+
+
+def save_imported(out_dir, codec, origin: str, source: str = "", calibration_images: list | None = None):
+  """Export directory of an imported codec (every importer's): its tables, its DCIC calibration
+  (`dcic.calibrate`, on `calibration_images` or the shipped crops), kernels kept float32 (an
+  import is the reference model).
 
   The export is read back and must reproduce the imported model's fingerprint; otherwise it is
   removed again rather than left on disk as a "damaged" checkpoint.
@@ -284,11 +292,10 @@ def write_export(out_dir, arch: str, config: dict, params: dict, source: str = "
   from dcic_jax import checkpointing
   from dcic_jax.codecs import codec as codec_lib
   from dcic_jax.dcic import calibrate
-  codec = codec_lib.make_codec_from_params(ARCHS[arch], config, params)
-  meta = dict(source=f"compressai:{arch}", weights=str(source),
+  meta = dict(source=origin, weights=str(source),
               dcic=calibrate.calibrate_codec(codec, calibration_images or calibrate.shipped_images()))
-  checkpointing.save_export(out_dir, codec.codec_id, dict(config), codec.params, codec.tables, meta,
-                            codec.fingerprint.hex())
+  checkpointing.save_export(out_dir, codec.codec_id, dict(codec.config), codec.params, codec.tables,
+                            meta, codec.fingerprint.hex())
   try:
     codec_lib.load(out_dir)
   except UserError as e:

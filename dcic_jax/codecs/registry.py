@@ -40,6 +40,11 @@ _IMPORT_ONLY: dict[str, tuple[type, Callable[..., nn.Module]]] = {
 }
 
 
+# Codecs coded by a `Codec` subclass of their own: id -> "module:Class", imported when an export of
+# that id is loaded (`codec.load`). A name, not an import: those modules build on `codecs/codec.py`.
+CODING_CLASSES = {"tcm-official": "dcic_jax.codecs.tcm_codec:TCMCodec"}
+
+
 def codec_ids() -> list[str]:
   return sorted(_REGISTRY)
 

@@ -21,7 +21,6 @@ from dcic_jax.codecs.codec import TAIL_MASS, Codec, build_tables
 from dcic_jax.entropy import coder
 from dcic_jax.entropy.channelwise import SliceSpec
 from dcic_jax.entropy.models import gaussian_pmf_np
-from dcic_jax.errors import UserError
 
 CODEC_ID = "tcm-official"
 # models/tcm.py's scale table (SCALES_MIN, SCALES_MAX, SCALES_LEVELS); CompressAI codes each latent
@@ -118,13 +117,3 @@ def make_tcm_codec(config: dict, params, codec_id: str = CODEC_ID) -> TCMCodec:
   tables = build_tables(codec_id, config, params)
   tables["y"], tables["scale_bounds"] = official_y_tables()
   return TCMCodec(codec_id, dict(config), params, tables)
-
-
-def load(path) -> TCMCodec:
-  """An export written by `tcm_import` as a `TCMCodec` (fingerprint checked as `codec.load` does)."""
-  from dcic_jax import checkpointing
-  info, params, tables = checkpointing.load_export(path)
-  codec = TCMCodec(info["codec_id"], info["config"], params, tables)
-  if codec.fingerprint.hex() != info["fingerprint"]:
-    raise UserError(f"checkpoint {path} is damaged: fingerprint {codec.fingerprint.hex()} != {info['fingerprint']}")
-  return codec

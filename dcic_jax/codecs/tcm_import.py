@@ -17,7 +17,6 @@ naming it, exit status 2.
 import math
 import pathlib
 import re
-import shutil
 import sys
 
 import flax
@@ -144,9 +143,9 @@ def convert_state_dict(state_dict: dict[str, np.ndarray], n: int | None = None) 
 
 
 def load_tcm_file(path, n: int | None = None) -> tuple[dict, dict]:
-  """(config, params) from an official `.pth.tar` (the `{"state_dict": ...}` wrapper or a bare dict)."""
+  """(config, params) from an official `.pth.tar` (the `{"state_dict": ...}` wrapper or a bare dict;
+  torch reads it) or the same dict as `.safetensors` (read without torch)."""
   what = "reading official TCM weights"
-  torch_io.import_torch(what)
   path = pathlib.Path(path)
   if not path.is_file():
     raise UserError(f"no such weights file: {path}")
@@ -161,23 +160,10 @@ def load_tcm_file(path, n: int | None = None) -> tuple[dict, dict]:
 
 
 def write_export(out_dir, config: dict, params: dict, source: str = "", calibration_images: list | None = None):
-  """Coding tables, DCIC calibration and the export directory, as `compressai_import.write_export`
-  does for the CompressAI codecs, with the TCM coder (`tcm_codec.TCMCodec`); read back and checked
-  against the fingerprint, removed again if it does not reproduce it."""
-  from dcic_jax import checkpointing
+  """`compressai_import.save_imported` of the TCM model with its coder (`tcm_codec.TCMCodec`)."""
   from dcic_jax.codecs import tcm_codec
-  from dcic_jax.dcic import calibrate
-  codec = tcm_codec.make_tcm_codec(config, params)
-  meta = dict(source="lic_tcm:tcm", weights=str(source),
-              dcic=calibrate.calibrate_codec(codec, calibration_images or calibrate.shipped_images()))
-  checkpointing.save_export(out_dir, codec.codec_id, dict(config), codec.params, codec.tables, meta,
-                            codec.fingerprint.hex())
-  try:
-    tcm_codec.load(out_dir)
-  except UserError as e:
-    shutil.rmtree(out_dir, ignore_errors=True)
-    raise UserError(f"the export does not load back as the imported model ({e})") from None
-  return codec
+  return compressai_import.save_imported(out_dir, tcm_codec.make_tcm_codec(config, params), "lic_tcm:tcm",
+                                         source, calibration_images)
 
 
 def main(argv=None) -> int:

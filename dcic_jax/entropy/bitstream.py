@@ -51,7 +51,7 @@ MAGIC = b"DCIC"
 
 # One-byte codes of the common names; append only (a code, once given, means that name forever).
 # Any other name is written as text after code 0.
-CODEC_CODES = {"bmshj2018": 1, "mbt2018-mean": 2, "swint-charm": 3, "tcm": 4}
+CODEC_CODES = {"bmshj2018": 1, "mbt2018-mean": 2, "swint-charm": 3, "tcm": 4, "tcm-official": 5}
 PRNG_CODES = {"threefry2x32": 1, "rbg": 2, "unsafe_rbg": 3}
 MAX_VARINT_BYTES = 5  # sizes and lengths
 MAX_SEED_BYTES = 10   # 64 bits
