@@ -306,21 +306,24 @@ def save_imported(out_dir, codec, origin: str, source: str = "", calibration_ima
 
 def main(argv=None) -> int:
   from dcic_jax.argtypes import Parser
+  from dcic_jax.errors import exit_code
   ap = Parser(prog="python -m dcic_jax.codecs.compressai_import",
                                description="Convert a CompressAI hyperprior checkpoint into a dcic_jax codec export.")
   ap.add_argument("--arch", required=True, choices=sorted(ARCHS))
   ap.add_argument("--weights", required=True, help="CompressAI .pth / .pth.tar state dict")
   ap.add_argument("--out", required=True, help="export directory to write (codec.json + state/)")
-  try:
-    args = ap.parse_args(argv)
+
+  def run(args):
     config, params = load_compressai_file(args.weights, args.arch)
-    codec = write_export(args.out, args.arch, config, params, source=pathlib.Path(args.weights).name)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(f"wrote {args.out}: codec {codec.codec_id} N={config['N']} M={config['M']} "
+    said_written(args.out, write_export(args.out, args.arch, config, params,
+                                        source=pathlib.Path(args.weights).name))
+  return exit_code(lambda: run(ap.parse_args(argv)))
+
+
+def said_written(out, codec) -> None:
+  """Every importer's last line: what it wrote."""
+  print(f"wrote {out}: codec {codec.codec_id} N={codec.config['N']} M={codec.config['M']} "
         f"fingerprint {codec.fingerprint.hex()}")
-  return 0
 
 
 if __name__ == "__main__":

@@ -168,21 +168,18 @@ def write_export(out_dir, config: dict, params: dict, source: str = "", calibrat
 
 def main(argv=None) -> int:
   from dcic_jax.argtypes import Parser
+  from dcic_jax.errors import exit_code
   ap = Parser(prog="python -m dcic_jax.codecs.tcm_import",
               description="Convert an official TCM checkpoint (jmliu206/LIC_TCM) into a dcic_jax codec export.")
   ap.add_argument("--weights", required=True, help="official .pth.tar ({'state_dict': ...}) or bare state dict")
   ap.add_argument("--out", required=True, help="export directory to write (codec.json + state/)")
   ap.add_argument("--N", type=int, choices=SIZES, default=None, help="expected N (default: read from the weights)")
-  try:
-    args = ap.parse_args(argv)
+
+  def run(args):
     config, params = load_tcm_file(args.weights, args.N)
-    codec = write_export(args.out, config, params, source=pathlib.Path(args.weights).name)
-  except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(f"wrote {args.out}: codec {codec.codec_id} N={config['N']} M={config['M']} "
-        f"fingerprint {codec.fingerprint.hex()}")
-  return 0
+    compressai_import.said_written(args.out, write_export(args.out, config, params,
+                                                          source=pathlib.Path(args.weights).name))
+  return exit_code(lambda: run(ap.parse_args(argv)))
 
 
 if __name__ == "__main__":
