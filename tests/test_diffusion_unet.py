@@ -143,3 +143,21 @@ def test_config_from_a_config_dict_and_bad_values():
       lambda: unet.init_params(dataclasses.replace(TINY, resblock_updown=True),
                                jax.random.key(0), 16)))
   assert ("down_0_resample", "conv_1", "kernel") in flat  # a residual block resamples
+
+
+@pytest.mark.parametrize("hw, stride, padding", [((1, 1), 1, ((1, 1), (1, 1))), ((2, 2), 1, ((1, 1), (1, 1))),
+                                                 ((2, 2), 2, ((1, 1), (1, 1))), ((2, 3), 2, ((0, 1), (0, 1))),
+                                                 ((1, 1), 2, ((0, 1), (0, 1)))])
+def test_small_input_convolution_is_lax_s(hw, stride, padding):
+  """`unet.conv_nhwc` (a patch matrix product on inputs smaller than the kernel) gives lax's values
+  and gradients, empty-output and padding edge cases included."""
+  from dcic_jax.diffusion.unet import conv_nhwc
+  x = jax.random.normal(jax.random.key(0), (2, *hw, 5))
+  w = jax.random.normal(jax.random.key(1), (3, 3, 5, 4))
+  dims = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+  ref = lambda x, w: jax.lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=dims)
+  ours = lambda x, w: conv_nhwc(x, w, (stride, stride), padding, dimension_numbers=dims)
+  np.testing.assert_allclose(ours(x, w), ref(x, w), atol=1e-5)
+  loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
+  for g_ours, g_ref in zip(jax.grad(loss(ours), (0, 1))(x, w), jax.grad(loss(ref), (0, 1))(x, w)):
+    np.testing.assert_allclose(g_ours, g_ref, atol=1e-4)
