@@ -19,19 +19,24 @@ flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
-  del argv
+def _set_up_and_run(job) -> None:
+  """Quiet orbax, apply the config's pixel limit, start jax.distributed as --distributed says,
+  then `job(config)`; a UserError is one `error:` line and status 2."""
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  from dcic_jax import pipeline, sharding
+  from dcic_jax import sharding
   try:
     limits.configure(FLAGS.config.get("max_pixels"))
     sharding.initialize(FLAGS.distributed)
-    if FLAGS.dry_run:
-      pipeline.dry_run(FLAGS.config)
-    else:
-      pipeline.run(FLAGS.config, FLAGS.workdir)
+    job(FLAGS.config)
   except UserError as e:
     sys.exit(report(e))
+
+
+def main(argv):
+  del argv
+  from dcic_jax import pipeline
+  _set_up_and_run(lambda config: pipeline.dry_run(config) if FLAGS.dry_run
+                  else pipeline.run(config, FLAGS.workdir))
 
 
 def _shipped_config(argv):
@@ -74,17 +79,12 @@ def cli_main(argv) -> None:
 
 def _train_codec(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)
-  from dcic_jax import sharding
   from dcic_jax.train import train_and_export
-  config = FLAGS.config
-  try:
-    limits.configure(config.get("max_pixels"))
-    sharding.initialize(FLAGS.distributed)
+
+  def job(config):
     export_dir = config.export_dir or os.path.join(FLAGS.workdir, "export")
     print(f"exported the codec to {train_and_export(config, FLAGS.workdir, export_dir)}")
-  except UserError as e:
-    sys.exit(report(e))
+  _set_up_and_run(job)
 
 
 def train_codec_main(argv) -> None:

@@ -221,7 +221,7 @@ def export_trained(config, params, out_dir, calibration_images: list[np.ndarray]
   meta = dict(lmbda=config.train_codec.lmbda, steps=config.train_codec.steps,
               crop_size=config.train_codec.crop_size, data_dir=config.train_codec.data_dir,
               aux_loss=dict(trained=aux_trained, fitted=aux_fitted),
-              dcic=calibrate.calibrate_codec(codec, calibration_images or calibrate.shipped_images()))
+              dcic=calibrate.calibrate_codec(codec, calibration_images))
   checkpointing.save_export(out_dir, codec.codec_id, kwargs, stored, codec.tables, meta,
                             codec.fingerprint.hex())
   return codec

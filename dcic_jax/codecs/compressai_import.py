@@ -293,7 +293,7 @@ def save_imported(out_dir, codec, origin: str, source: str = "", calibration_ima
   from dcic_jax.codecs import codec as codec_lib
   from dcic_jax.dcic import calibrate
   meta = dict(source=origin, weights=str(source),
-              dcic=calibrate.calibrate_codec(codec, calibration_images or calibrate.shipped_images()))
+              dcic=calibrate.calibrate_codec(codec, calibration_images))
   checkpointing.save_export(out_dir, codec.codec_id, dict(codec.config), codec.params, codec.tables,
                             meta, codec.fingerprint.hex())
   try:

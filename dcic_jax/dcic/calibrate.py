@@ -61,8 +61,10 @@ def ratios_of_decoded(codec, decoded: list, variant: str, seed: int = 0, salt: i
   return ratios
 
 
-def calibrate_codec(codec, images: list[np.ndarray], seed: int = 0) -> dict:
-  """{"w_d", "w_p_reconstruction", "w_p_latent", "method"} for a `codecs.codec.Codec`."""
+def calibrate_codec(codec, images: list[np.ndarray] | None = None, seed: int = 0) -> dict:
+  """{"w_d", "w_p_reconstruction", "w_p_latent", "method"} for a `codecs.codec.Codec`, on `images`
+  (default: the shipped crops, which every export path uses)."""
+  images = images or folder_images(CALIBRATION_IMAGES)
   decoded = [codec.decompress(codec.compress(image)) for image in images]
   result = {"w_d": 1.0}
   for j, variant in enumerate(constraints.VARIANTS):
@@ -72,11 +74,11 @@ def calibrate_codec(codec, images: list[np.ndarray], seed: int = 0) -> dict:
   return result
 
 
-def shipped_images() -> list[np.ndarray]:
-  """The images every export is calibrated on (`CALIBRATION_IMAGES`, shipped with the package)."""
+def folder_images(folder: str) -> list[np.ndarray]:
+  """The images of `folder` (a relative path: the user's if it exists, else the shipped one)."""
   from dcic_jax.assets import resolve
   from dcic_jax.data.images import list_images, load_rgb
-  return [load_rgb(f) for f in list_images(resolve(CALIBRATION_IMAGES))]
+  return [load_rgb(f) for f in list_images(resolve(folder))]
 
 
 def weights(info: dict, variant: str) -> tuple[float, float]:
@@ -100,12 +102,9 @@ def weights_or_calibrate(info: dict, variant: str, mode: str, codec, decoded: li
 
 def _run(args) -> None:
   from dcic_jax.codecs import codec as codec_lib
-  from dcic_jax.data.images import list_images, load_rgb
   from dcic_jax.io import write_json
   codec = codec_lib.load(args.checkpoint)
-  from dcic_jax.assets import resolve
-  images = [load_rgb(f) for f in list_images(resolve(args.images or CALIBRATION_IMAGES))]
-  cal = calibrate_codec(codec, images, args.seed)
+  cal = calibrate_codec(codec, folder_images(args.images or CALIBRATION_IMAGES), args.seed)
   info_path = pathlib.Path(args.checkpoint) / "codec.json"
   info = json.loads(info_path.read_text())
   info["dcic"] = cal
