@@ -2,13 +2,17 @@
 
   bash /work/shared/tools/torch-reference-env.sh
   python experiments/tcm_parity.py --source DIR [--sizes 64,128] [--size 384x256]
+  python experiments/tcm_parity.py            # the committed 256×256 fixtures, no official code
 
 Runs experiments/fixtures/make_tcm_fixtures.py under the reference venv into a temporary folder
 (the official code at both published sizes, seeded weights, one HxW image), then the comparisons of
 tests/test_tcm_official.py on it, and prints the table: maximum error relative to the largest value
 of each part at the official inputs, and the fraction of y symbols our float forward rounds
 differently from the official `compress`. The committed fixtures are 256×256; a non-square size
-also checks the window order along each axis.
+also checks the window order along each axis. Then the coder (`TCMCodec`, integer entropy
+networks): the y symbols it rounds differently from the official `compress`, and its decoded mu
+against the float networks run at the same decoded inputs (max |mu_int − mu_float|, which holds the
+coder's rounding of mu to the 2**-12 grid, up to 2**-13 = 1.2e-4).
 """
 import argparse
 import os
@@ -31,7 +35,7 @@ PARTS = ("y", "z", "means", "scales", "y_likelihoods", "z_likelihoods", "x_hat")
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--source", required=True, help="git checkout of jmliu206/LIC_TCM")
+  ap.add_argument("--source", help="git checkout of jmliu206/LIC_TCM; without it, the committed fixtures")
   ap.add_argument("--sizes", default="64,128", help="N values")
   ap.add_argument("--size", default="384x256", help="HxW, multiples of 128, at least 256")
   ap.add_argument("--ref-python", default=os.path.expanduser("~/.torch-ref-venv/bin/python"))
@@ -39,13 +43,17 @@ def main():
   from dcic_jax.codecs import tcm_import
   from dcic_jax.codecs.registry import make_codec
   with tempfile.TemporaryDirectory() as tmp:
-    subprocess.run([args.ref_python, str(ROOT / "experiments" / "fixtures" / "make_tcm_fixtures.py"),
-                    "--source", args.source, "--sizes", args.sizes, "--size", args.size, "--out-dir", tmp],
-                   check=True)
+    if args.source:
+      subprocess.run([args.ref_python, str(ROOT / "experiments" / "fixtures" / "make_tcm_fixtures.py"),
+                      "--source", args.source, "--sizes", args.sizes, "--size", args.size, "--out-dir", tmp],
+                     check=True)
+    else:
+      tmp, args.size = ROOT / "tests" / "fixtures", "256x256"
     print(f"\n{args.size} image; max relative error at the official inputs, and y symbols our float "
           "forward rounds differently from the official compress:\n")
     print("| N | " + " | ".join(PARTS) + " | symbols differing |")
     print("|---" * (len(PARTS) + 2) + "|")
+    coded = {}
     for n in map(int, args.sizes.split(",")):
       f = dict(np.load(pathlib.Path(tmp) / f"tcm_official_N{n}.npz"))
       config, params = tcm_import.convert_state_dict(tcm_weights.fixture_state_dict(f), n)
@@ -56,6 +64,32 @@ def main():
       sym = np.round(np.asarray(out["y"])[0] - np.asarray(out["means"])[0])
       differ = int(np.sum(sym != f["symbols"]))
       print(f"| {n} | " + " | ".join(f"{e:.1e}" for e in errors) + f" | {differ} of {sym.size} ({differ / sym.size:.1e}) |")
+      coded[n] = coder_parity(config, params, f)
+    print("\nthe coder (integer entropy networks):\n")
+    print("| N | y symbols differing from the official compress | max abs(mu_int − mu_float) | mean |")
+    print("|---|---|---|---|")
+    for n, (differ, size, worst, mean) in coded.items():
+      print(f"| {n} | {differ} of {size} ({differ / size:.1e}) | {worst:.2e} | {mean:.2e} |")
+
+
+def coder_parity(config, params, f):
+  """(symbols differing from the official compress, their count, max and mean |mu_int − mu_float|):
+  the coder's mu (without the LRP term) against the float slice networks at the decoded inputs."""
+  from dcic_jax.codecs import tcm_codec
+  codec = tcm_codec.make_tcm_codec(config, params)
+  data, _, y_sym = codec.compress_with_symbols(f["image"])
+  dec = codec.decompress(data)
+  m, cs = codec.module, config["M"] // codec.module.tcm.num_slices
+
+  def float_means(mod, z_hat, y_hat):
+    mean_feat, scale_feat = mod.h_s(z_hat)
+    done = [y_hat[..., i * cs:(i + 1) * cs] for i in range(mod.tcm.num_slices)]
+    return jnp.concatenate([mod.slice_params(i, mean_feat, scale_feat, done[:i])[0]
+                            for i in range(mod.tcm.num_slices)], -1)
+  mu = jax.jit(lambda p, z, y: m.apply({"params": p}, z, y, method=float_means))(
+      params, dec.z_hat[None], dec.y_hat[None])
+  delta = np.abs(dec.mu.astype(np.float64) - dec.r - np.asarray(mu, np.float64)[0])
+  return int(np.sum(y_sym != f["symbols"])), y_sym.size, float(delta.max()), float(delta.mean())
 
 
 if __name__ == "__main__":

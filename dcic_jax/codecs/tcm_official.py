@@ -23,13 +23,11 @@ then rejects: 128² and 192² inputs fail there, 256² and 384² run). Elsewhere
 pads images to multiples of 64 only) the attention windows are padded and the padding masked out,
 as `codecs/transformer.py` does, so every size codes.
 
-Coding (`tcm_codec.TCMCodec`): the entropy-parameter networks hold softmax attention, LayerNorm, GELU,
-sigmoid and tanh, which have no exact integer form here yet. They run as float32 XLA programs on
-the host CPU, and every number that reaches the coder is put on the 2**-12 grid that the other
-codecs use (mu, the LRP term r, sigma for the table choice), so y_hat − mu is exactly the integer
-symbol and encoder and decoder agree bit for bit *on the same jax build and CPU kind*; across
-platforms the float networks may differ in the last bit and a grid rounding could flip. This is
-deterministic coding, not the integer-network coding of `fixed_point.py` (docs/tcm.md).
+Coding (`tcm_codec.TCMCodec`): the entropy-parameter networks (h_mean_s / h_scale_s, SWAtten,
+cc_mean / cc_scale, LRP) run at coding time as their exact integer twin (`tcm_codec.IntegerTCM`,
+ops in `integer_ops.py`: integer products exact in float64, exact division and square root,
+exp / Φ by lookup tables stored with the export), so files decode bit for bit on any platform, as
+the other codecs' do; this module is the float model (import, forward, g_a / g_s) (docs/tcm.md).
 """
 import dataclasses
 
@@ -253,7 +251,7 @@ def _gelu(x):
 # ---- the codec ----
 class TCMOfficial(HyperpriorParts, nn.Module):
   """Codec contract of `codecs/registry.py` (g_a, g_s, h_a, h_s, medians, aux_loss, __call__);
-  coded by `TCMCodec`, not by the integer h_s / slice twins of the other codecs."""
+  coded by `TCMCodec` with its own integer twin of the entropy networks (`tcm_codec.IntegerTCM`)."""
   tcm: TCMOfficialConfig
 
   @property
