@@ -5,7 +5,8 @@ models/tcm.py at N = 64 and N = 128, M = 320, every parameter seeded, one 256×2
 Each part is checked at the official code's own inputs (g_a at the image, h_a at its y, the slice
 networks at its z_hat and decoded slices, g_s at its y_hat), so a rounding that lands on the other
 side of .5 in one place cannot hide or fake an error elsewhere; the free-running forward and our
-coder then report how many y symbols round differently from the official `compress`.
+coder (`TCMCodec`, integer entropy networks: tests/test_tcm_integer.py) then report how many y
+symbols round differently from the official `compress`.
 """
 import functools
 import pathlib
@@ -140,7 +141,7 @@ def test_round_trip_is_bit_exact_and_rounds_like_the_official_code():
   assert np.array_equal(again.y_hat, dec.y_hat) and np.array_equal(again.image, dec.image)
   frac = float(np.mean(y_sym != f["symbols"]))
   ratio = len(data) / float(f["official_bytes"])
-  print(f"coder: {frac:.2e} of y symbols differ from the official compress; file {len(data)} bytes, "
+  print(f"integer coder: {frac:.2e} of y symbols differ from the official compress; file {len(data)} bytes, "
         f"official strings {int(f['official_bytes'])} bytes (ratio {ratio:.4f})")
   assert frac < 1e-4
   assert abs(ratio - 1.0) < 0.02

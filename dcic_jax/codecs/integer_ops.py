@@ -98,19 +98,28 @@ def mul_shift(x, c, k: int, bounds: list):
 
 
 # ---- layers ----
-def dense(x, w, b, bounds: list):
+def column_bound(w) -> np.ndarray:
+  """max over outputs of Σ abs(w) over the inputs of a kernel [..., K, F]: with max abs(x), a bound
+  of every accumulator. Computed once per layer (`w_bound` of `dense`, `conv_same`), not per call."""
+  w = np.asarray(w)
+  return np.abs(w).reshape(-1, w.shape[-1]).sum(0).max(initial=0.0)
+
+
+def dense(x, w, b, bounds: list, w_bound=None):
   """x @ w + b rescaled to 2**-ACT: x [..., K] (ACT), w [K, F] (WGT), b [F] (ACT + WGT)."""
-  bounds.append(_amax(x) * jnp.max(jnp.sum(jnp.abs(w), axis=0)) + _amax(b))
+  w_bound = jnp.max(jnp.sum(jnp.abs(w), axis=0)) if w_bound is None else w_bound
+  bounds.append(_amax(x) * w_bound + _amax(b))
   acc = jnp.matmul(x, w, precision=jax.lax.Precision.HIGHEST) + b
   return shift_round(acc, WGT)
 
 
-def conv_same(x_HWC, w, b, bounds: list):
+def conv_same(x_HWC, w, b, bounds: list, w_bound=None):
   """Stride-1 'same' (k // 2 padding) convolution, rescaled to 2**-ACT; 1×1 kernels as `dense`."""
   k = w.shape[0]
   if k == 1:
-    return dense(x_HWC, w[0, 0], b, bounds)
-  bounds.append(_amax(x_HWC) * jnp.max(jnp.sum(jnp.abs(w), axis=(0, 1, 2))) + _amax(b))
+    return dense(x_HWC, w[0, 0], b, bounds, w_bound)
+  w_bound = jnp.max(jnp.sum(jnp.abs(w), axis=(0, 1, 2))) if w_bound is None else w_bound
+  bounds.append(_amax(x_HWC) * w_bound + _amax(b))
   p = (k // 2, k // 2)
   acc = jax.lax.conv_general_dilated(x_HWC[None], w, (1, 1), (p, p), dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                      precision=jax.lax.Precision.HIGHEST)[0] + b

@@ -47,7 +47,7 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 def quantize_entropy_params(params: dict) -> dict:
   """The float parameters of the entropy-parameter networks on the integer grids (float64 trees):
   kernels, LayerNorm scales, GDN gamma on 2**-WGT; biases (added to accumulators) and GDN beta on
-  2**-(ACT + WGT); relative position biases on 2**-ACT. NumPy float64 with IEEE-exact ops only
+  2**-(ACT + WGT); relative position biases on 2**-ACT; beside each kernel its `column_bound`. NumPy float64 with IEEE-exact ops only
   (a square, a subtraction, a power-of-two scaling), so every machine gets the same integers."""
   out = {}
   for path, v in flax.traverse_util.flatten_dict(params).items():
@@ -59,8 +59,12 @@ def quantize_entropy_params(params: dict) -> dict:
       bound = math.sqrt((_GDN_BETA_MIN if name == "beta" else 0.0) + _GDN_PEDESTAL)
       v = np.maximum(v, bound) ** 2 - _GDN_PEDESTAL
       v = iops.to_int(v, iops.ACT + iops.WGT) if name == "beta" else iops.to_int(v.T, iops.WGT)  # gamma [in, out]
+      if name == "gamma":
+        out[path[:-1] + ("gamma_bound",)] = iops.column_bound(v)
     elif name in ("kernel", "scale"):
       v = iops.to_int(v, iops.WGT)
+      if name == "kernel":
+        out[path[:-1] + ("kernel_bound",)] = iops.column_bound(v)
     elif name == "bias":
       v = iops.to_int(v, iops.ACT + iops.WGT)
     elif name == "relative_position_params":
@@ -86,10 +90,10 @@ class IntegerTCM:
 
   # ---- layers ----
   def conv(self, p, x):
-    return iops.conv_same(x, p["kernel"], p["bias"], self.bounds)
+    return iops.conv_same(x, p["kernel"], p["bias"], self.bounds, p["kernel_bound"])
 
   def dense(self, p, x):
-    return iops.dense(x, p["kernel"], p["bias"], self.bounds)
+    return iops.dense(x, p["kernel"], p["bias"], self.bounds, p["kernel_bound"])
 
   def leaky(self, x):
     return jnp.where(x >= 0, x, iops.mul_shift(x, _LEAKY, iops.WGT, self.bounds))
@@ -102,7 +106,7 @@ class IntegerTCM:
 
   def igdn(self, p, x):
     """x·sqrt(beta + gamma·x²): exact squares, an integer dense layer, an exact integer root."""
-    norm = iops.dense(iops.mul_shift(x, x, iops.ACT, self.bounds), p["gamma"], p["beta"], self.bounds)
+    norm = iops.dense(iops.mul_shift(x, x, iops.ACT, self.bounds), p["gamma"], p["beta"], self.bounds, p["gamma_bound"])
     return iops.mul_shift(x, iops.isqrt(norm * 2.0**iops.ACT, self.bounds), iops.ACT, self.bounds)
 
   def subpel(self, p, x):
