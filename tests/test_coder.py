@@ -70,6 +70,19 @@ def test_parts_in_one_string_round_trip_and_end_exactly(seed, sizes):
       extra.finish()
 
 
+def test_a_word_hidden_in_the_look_ahead_is_caught_by_coding_again():
+  """One appended word that the range decoder holds as look-ahead (so it looks exhausted) is
+  refused because coding the decoded symbols again does not give the same bytes."""
+  rng = np.random.default_rng(0)
+  t = _tables()
+  idx = rng.integers(0, len(t.sizes), 50)
+  v = np.round(rng.standard_cauchy(50) * 3).astype(np.int64)
+  dec = coder.Decoder(coder.encode(v, idx, t) + bytes(4))
+  np.testing.assert_array_equal(dec.decode(idx, t), v)
+  with pytest.raises(BitstreamError, match="not the coding"):
+    dec.finish()
+
+
 def test_rate_matches_model_entropy():
   """Symbols drawn from the table's own distribution cost about their information content."""
   rng = np.random.default_rng(0)
