@@ -47,8 +47,9 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 def quantize_entropy_params(params: dict) -> dict:
   """The float parameters of the entropy-parameter networks on the integer grids (float64 trees):
   kernels, LayerNorm scales, GDN gamma on 2**-WGT; biases (added to accumulators) and GDN beta on
-  2**-(ACT + WGT); relative position biases on 2**-ACT; beside each kernel its `column_bound`. NumPy float64 with IEEE-exact ops only
-  (a square, a subtraction, a power-of-two scaling), so every machine gets the same integers."""
+  2**-(ACT + WGT); relative position biases on 2**-ACT; beside each kernel its `column_bound`.
+  NumPy float64 with IEEE-exact ops only (a square, a subtraction, a power-of-two scaling, a
+  correctly rounded sqrt), so every machine gets the same integers."""
   out = {}
   for path, v in flax.traverse_util.flatten_dict(params).items():
     if not path[0].startswith(_ENTROPY_PARTS):
