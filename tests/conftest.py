@@ -3,10 +3,21 @@ import functools
 import os
 import pathlib
 
-# Several CPU devices for the sharding tests, and XLA's cheapest backend optimisation (compiling
-# dominates these tiny-model tests; results stay within every tolerance used here). Must be set
-# before JAX is imported.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4 --xla_backend_optimization_level=0")
+# Several CPU devices for the sharding tests, and XLA's backend optimisation level 1: at level 0
+# compiling is cheapest, but the decoding tests then run unoptimised machine code for most of
+# their time (the multi-host main job ran in less than half the time at level 1; level 2, the
+# default, compiles slower still).
+# Tests whose time is all compiling a large model pass level 0 to that one compile. Must be set
+# before JAX is imported; `xla_flags_for` gives subprocesses the same.
+TEST_XLA_OPT = "--xla_backend_optimization_level=1"
+
+
+def xla_flags_for(devices: int) -> str:
+  """XLA_FLAGS of a test process with `devices` CPU devices."""
+  return f"--xla_force_host_platform_device_count={devices} {TEST_XLA_OPT}"
+
+
+os.environ.setdefault("XLA_FLAGS", xla_flags_for(4))
 
 import tempfile  # noqa: E402
 

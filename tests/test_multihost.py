@@ -19,6 +19,7 @@ import jax
 import numpy as np
 import pytest
 
+import conftest
 import multihost_worker
 from dcic_jax import io, sharding, sweep
 
@@ -42,8 +43,7 @@ def _free_port() -> int:
 def _launch(num_processes: int, out_dir: pathlib.Path) -> list[subprocess.Popen]:
   port = _free_port()
   env = dict(os.environ)
-  env["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=2 "
-                      "--xla_backend_optimization_level=0")   # as tests/conftest.py
+  env["XLA_FLAGS"] = conftest.xla_flags_for(2)   # the reference's flags, 2 devices a process
   # No persistent compile cache in the workers: only process 0 writes it, so on a re-run process 0
   # loads a program that process 1 must compile, and process 1 comes late to gloo's 30 s rendezvous.
   env.pop("DCIC_TEST_XLA_CACHE", None)

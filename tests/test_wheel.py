@@ -41,7 +41,7 @@ def test_a_wheel_install_runs_the_cli_and_the_demo_config_from_elsewhere(tmp_pat
   out = _run([python, "-m", "dcic_jax.main", "--config=configs/demo.py", "--workdir=wd", "--dry_run"], elsewhere)
   assert "per rate" in out
   if os.environ.get("DCIC_WHEEL_FULL_DEMO") == "1":  # the whole demo (minutes): a release check
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # not the tests' -O0 codegen
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # the decode of a user, not the tests
     out = _run([str(venv / "bin" / "dcic"), "run", "--config=configs/demo.py", "--workdir=wd"], elsewhere,
                timeout=3600, env=env)
     assert (elsewhere / "wd" / "report" / "report.html").is_file(), out[-3000:]
