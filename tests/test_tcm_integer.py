@@ -167,6 +167,24 @@ def test_integer_network_is_close_to_the_float_network_and_exact():
                        {k: v for k, v in codec.tables.items() if k != "integer_tables"})
 
 
+def test_hostile_latents_are_a_decode_error():
+  """A file whose first slice decodes to values the integer networks cannot hold exactly (|symbol|
+  2**24) is refused as undecodable (OverflowError inside), not decoded to platform-dependent numbers."""
+  from dcic_jax.entropy import bitstream, coder
+  from dcic_jax.errors import BitstreamError
+  codec = _tiny_codec()
+  data, z_sym, y_sym = codec.compress_with_symbols(_image())
+  index = codec.decompress(data).scale_index
+  header, _ = bitstream.unpack(data)
+  enc = coder.Encoder()
+  enc.encode(z_sym, np.broadcast_to(np.arange(z_sym.shape[-1]), z_sym.shape), codec.z_tables)
+  cs = TINY["M"] // TINY["num_slices"]
+  enc.encode(np.full_like(y_sym[..., :cs], 2**24), index[..., :cs], codec.y_tables)  # slice 0: its own tables
+  enc.encode(y_sym[..., cs:], index[..., cs:], codec.y_tables)
+  with pytest.raises(BitstreamError, match="OverflowError"):
+    codec.decompress(bitstream.pack(header, [enc.finish()]))
+
+
 def test_command_line_round_trip(tmp_path):
   """compress and decompress in fresh processes on a written export: the same file bytes and the
   same decoded latents as in this process, so the same symbols.
