@@ -9,8 +9,9 @@ experiments/fixtures/make_tcm_fixtures.py does, with its seeded weights); ours r
 process on the same weights (the worker sends its parameter names and shapes, tests/tcm_weights.py
 draws the same numbers). Rounds alternate ours / official after one warm-up each (our first call
 compiles), so both see the same machine load (and ours reports the time its slice loops, the
-integer entropy networks, take); the official code runs with one torch thread by
-default (`--torch-threads`), its fastest setting on the shared 2-core machine; the table gives medians and the ratio ours / official.
+integer entropy networks, take); the official code runs with torch's default threads (one per
+core, as ours uses every core; `--torch-threads N` to change it: under heavy load one thread can be
+faster); the table gives medians and the ratio ours / official.
 Image: a seeded smooth size×size RGB image (size a multiple of 128, at least 256: the official code's
 domain).
 """
@@ -62,9 +63,9 @@ def main():
   ap.add_argument("--N", type=int, default=64, choices=(64, 128))
   ap.add_argument("--size", type=int, default=256)
   ap.add_argument("--rounds", type=int, default=5)
-  ap.add_argument("--torch-threads", type=int, default=1,
-                  help="torch intra-op threads of the official code; 0: torch's default (one per core). On this "
-                       "shared 2-core machine 1 was 14x faster than the default (2) under load")
+  ap.add_argument("--torch-threads", type=int, default=0,
+                  help="torch intra-op threads of the official code; 0: torch's default (one per core, "
+                       "the fair setting: ours uses every core). Under heavy load 1 can be faster")
   ap.add_argument("--ref-python", default=os.path.expanduser("~/.torch-ref-venv/bin/python"))
   args = ap.parse_args()
   if args.size % 128 or args.size < 256:
