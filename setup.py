@@ -46,7 +46,7 @@ setup(
     ],
     extras_require={
         # Tests, fuzzing, baselines and plots.
-        "dev": ["pytest", "hypothesis", "chex", "imagecodecs", "matplotlib"],
+        "dev": ["pytest", "pytest-xdist", "hypothesis", "chex", "imagecodecs", "matplotlib"],
         # Parity fixtures and PyTorch checkpoint import (CPU build from local disk here).
         "torch": ["torch==2.13.0", "compressai==1.2.8", "safetensors"],
     },
