@@ -105,7 +105,8 @@ def test_tables_are_the_stored_integers():
 
 def test_overflow_is_refused():
   w = np.full((1, 1, 8, 4), 2.0**iops.WGT)
-  _, bound = _run(iops.conv_same, np.full((2, 2, 8), 2.0**48), w, np.zeros(4))
+  conv = functools.partial(iops.conv_same, w_bound=iops.column_bound(w))
+  _, bound = _run(conv, np.full((2, 2, 8), 2.0**48), w, np.zeros(4))
   with pytest.raises(OverflowError):
     iops.check_exact(bound)
 

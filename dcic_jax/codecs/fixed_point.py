@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dcic_jax.codecs.hyperprior import HyperSpec
+from dcic_jax.codecs.integer_ops import to_int
 from dcic_jax.codecs.layers import phase_conv, phase_kernels, same_padding, transposed_taps
 
 W_FRAC = 14   # weights: multiples of 2**-14
@@ -28,17 +29,13 @@ _EXACT = float(2**52)
 _LEAKY_NUM, _LEAKY_SHIFT = 655, 16  # leaky slope 0.01 ≈ 655 / 2**16
 
 
-def _to_int(x: np.ndarray, frac: int) -> np.ndarray:
-  return np.round(np.asarray(x, np.float64) * 2.0**frac)
-
-
 def quantize_hyper_params(h_s_params: dict, spec: HyperSpec) -> list[tuple[np.ndarray, np.ndarray]]:
   """Float h_s params -> per layer (integer kernel [k, k, Cin, Cout], integer bias), as float64."""
   out = []
   for i in range(len(spec.layers)):
     p = h_s_params[f"layer{i}"]
     p = p["conv"] if "conv" in p else p
-    out.append((_to_int(p["kernel"], W_FRAC), _to_int(p["bias"], W_FRAC + A_FRAC)))
+    out.append((to_int(p["kernel"], W_FRAC), to_int(p["bias"], W_FRAC + A_FRAC)))
   return out
 
 
@@ -110,7 +107,7 @@ def hyper_synthesis_int(qparams, spec: HyperSpec, z_hat_HWC: np.ndarray) -> np.n
 
   The reference for `HyperSynthesisInt`, which codecs use: the same numbers, faster.
   """
-  return _layers(_to_int(z_hat_HWC, A_FRAC), qparams, spec, lambda _, a, w, b: _conv_same(a, w, b), np)
+  return _layers(to_int(z_hat_HWC, A_FRAC), qparams, spec, lambda _, a, w, b: _conv_same(a, w, b), np)
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "phases"))
@@ -158,7 +155,7 @@ class HyperSynthesisInt:
     if self._cpu is None:
       return hyper_synthesis_int(self.qparams, self.spec, z_hat_HWC)
     with jax.enable_x64(True):
-      a = jax.device_put(_to_int(z_hat_HWC, A_FRAC), self._cpu)
+      a = jax.device_put(to_int(z_hat_HWC, A_FRAC), self._cpu)
       out, bound = jax.device_get(_hyper_synthesis_xla(self._qparams, a, self.spec, self.phases))
     _check_exact(bound)
     return out

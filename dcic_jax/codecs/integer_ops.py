@@ -54,7 +54,8 @@ def make_tables() -> dict[str, np.ndarray]:
 
 
 def to_int(x, frac: int) -> np.ndarray:
-  """Float values -> integers in units of 2**-frac (float64; NumPy, exact scaling)."""
+  """Float values -> integers in units of 2**-frac (float64; NumPy, exact scaling); also the
+  quantiser of `fixed_point.py` and `entropy/channelwise.py`."""
   return np.round(np.asarray(x, np.float64) * 2.0**frac)
 
 
@@ -105,20 +106,20 @@ def column_bound(w) -> np.ndarray:
   return np.abs(w).reshape(-1, w.shape[-1]).sum(0).max(initial=0.0)
 
 
-def dense(x, w, b, bounds: list, w_bound=None):
-  """x @ w + b rescaled to 2**-ACT: x [..., K] (ACT), w [K, F] (WGT), b [F] (ACT + WGT)."""
-  w_bound = jnp.max(jnp.sum(jnp.abs(w), axis=0)) if w_bound is None else w_bound
+def dense(x, w, b, bounds: list, w_bound):
+  """x @ w + b rescaled to 2**-ACT: x [..., K] (ACT), w [K, F] (WGT), b [F] (ACT + WGT);
+  w_bound = `column_bound(w)`."""
   bounds.append(_amax(x) * w_bound + _amax(b))
   acc = jnp.matmul(x, w, precision=jax.lax.Precision.HIGHEST) + b
   return shift_round(acc, WGT)
 
 
-def conv_same(x_HWC, w, b, bounds: list, w_bound=None):
-  """Stride-1 'same' (k // 2 padding) convolution, rescaled to 2**-ACT; 1×1 kernels as `dense`."""
+def conv_same(x_HWC, w, b, bounds: list, w_bound):
+  """Stride-1 'same' (k // 2 padding) convolution, rescaled to 2**-ACT; 1×1 kernels as `dense`;
+  w_bound = `column_bound(w)`."""
   k = w.shape[0]
   if k == 1:
     return dense(x_HWC, w[0, 0], b, bounds, w_bound)
-  w_bound = jnp.max(jnp.sum(jnp.abs(w), axis=(0, 1, 2))) if w_bound is None else w_bound
   bounds.append(_amax(x_HWC) * w_bound + _amax(b))
   p = (k // 2, k // 2)
   acc = jax.lax.conv_general_dilated(x_HWC[None], w, (1, 1), (p, p), dimension_numbers=("NHWC", "HWIO", "NHWC"),

@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dcic_jax.codecs.fixed_point import A_FRAC, W_FRAC, _act, _conv_same, _rescale, _to_int
+from dcic_jax.codecs.fixed_point import A_FRAC, W_FRAC, _act, _conv_same, _rescale
+from dcic_jax.codecs.integer_ops import to_int
 from dcic_jax.codecs.layers import conv
 from dcic_jax.entropy import quantization
 from dcic_jax.entropy.models import gaussian_likelihood
@@ -131,7 +132,7 @@ def quantize_slice_params(context_params: dict, spec: SliceSpec) -> dict:
   for i in range(spec.slices):
     for k in spec.kinds():
       p = context_params[f"{k}_{i}"]
-      out[f"{k}_{i}"] = [(_to_int(p[f"layer{j}"]["kernel"], W_FRAC), _to_int(p[f"layer{j}"]["bias"], W_FRAC + A_FRAC))
+      out[f"{k}_{i}"] = [(to_int(p[f"layer{j}"]["kernel"], W_FRAC), to_int(p[f"layer{j}"]["bias"], W_FRAC + A_FRAC))
                          for j in range(spec.depth)]
   return out
 
