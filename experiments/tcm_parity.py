@@ -80,14 +80,7 @@ def coder_parity(config, params, f):
   codec = tcm_codec.make_tcm_codec(config, params)
   data, _, y_sym = codec.compress_with_symbols(f["image"])
   dec = codec.decompress(data)
-  m, cs = codec.module, config["M"] // codec.module.tcm.num_slices
-
-  def float_means(mod, z_hat, y_hat):
-    mean_feat, scale_feat = mod.h_s(z_hat)
-    done = [y_hat[..., i * cs:(i + 1) * cs] for i in range(mod.tcm.num_slices)]
-    return jnp.concatenate([mod.slice_params(i, mean_feat, scale_feat, done[:i])[0]
-                            for i in range(mod.tcm.num_slices)], -1)
-  mu = jax.jit(lambda p, z, y: m.apply({"params": p}, z, y, method=float_means))(
+  mu, _ = jax.jit(lambda p, z, y: codec.module.apply({"params": p}, z, y, method="slice_params_at"))(
       params, dec.z_hat[None], dec.y_hat[None])
   mu = np.asarray(mu, np.float64)[0]
   delta = np.abs(dec.mu.astype(np.float64) - dec.r - mu)

@@ -150,15 +150,7 @@ def test_integer_network_is_close_to_the_float_network_and_exact():
   data, _, y_sym = codec.compress_with_symbols(_image())
   dec = codec.decompress(data)
   assert np.array_equal((dec.y_hat - dec.mu).astype(np.int64), y_sym)
-  m, s = codec.module, TINY["num_slices"]
-  cs = TINY["M"] // s
-
-  def float_net(mod, z_hat, y_hat):
-    mean_feat, scale_feat = mod.h_s(z_hat)
-    done = [y_hat[..., i * cs:(i + 1) * cs] for i in range(s)]
-    outs = [mod.slice_params(i, mean_feat, scale_feat, done[:i]) for i in range(s)]
-    return jnp.concatenate([o[0] for o in outs], -1), jnp.concatenate([o[1] for o in outs], -1)
-  mu, _ = jax.jit(lambda p, z, y: m.apply({"params": p}, z, y, method=float_net))(
+  mu, _ = jax.jit(lambda p, z, y: codec.module.apply({"params": p}, z, y, method="slice_params_at"))(
       codec.params, dec.z_hat[None], dec.y_hat[None])
   mu = np.asarray(mu)[0]
   err = np.abs(dec.mu - dec.r - mu).max() - 2.0**-13  # less the coder's grid rounding

@@ -331,6 +331,15 @@ class TCMOfficial(HyperpriorParts, nn.Module):
     return self._cc("cc_mean_transforms", i, mean_support), self._cc("cc_scale_transforms", i, scale_support), \
         mean_support
 
+  def slice_params_at(self, z_hat, y_hat):
+    """(mu, sigma) [B, h, w, M] of every slice, without the LRP term, at a decoded z_hat and y_hat
+    (slice i reads the decoded slices before it): the float twin of what the coder computes."""
+    mean_feat, scale_feat = self.h_s(z_hat)
+    cs = self.tcm.M // self.tcm.num_slices
+    done = [y_hat[..., i * cs:(i + 1) * cs] for i in range(self.tcm.num_slices)]
+    outs = [self.slice_params(i, mean_feat, scale_feat, done[:i]) for i in range(self.tcm.num_slices)]
+    return jnp.concatenate([o[0] for o in outs], -1), jnp.concatenate([o[1] for o in outs], -1)
+
   def slice_lrp(self, i: int, mean_support, y_hat_i):
     """The latent residual r_i = 0.5·tanh(lrp_i(mean support ‖ y_hat_i))."""
     return 0.5 * jnp.tanh(self._cc("lrp_transforms", i, jnp.concatenate([mean_support, y_hat_i], -1)))
