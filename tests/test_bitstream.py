@@ -23,8 +23,8 @@ def _file(header=HEADER, strings=STRINGS):
 
 
 def _raw(codec=b"\x01", sizes=(5, 7, 59, 57), prng=b"\x01", strings=STRINGS, lengths=None,
-         version=2, fingerprint=bytes(range(8)), seed=12345) -> bytes:
-  """A version-2 file assembled field by field with a correct CRC, so that a test can put any
+         version=3, fingerprint=bytes(range(8)), seed=12345) -> bytes:
+  """A version-3 file (version 2's bytes) assembled field by field with a correct CRC, so that a test can put any
   value (in range or not) in any field and reach the check under test. `sizes` and `lengths`
   are ints (written as varints) or raw bytes."""
   field = lambda v: v if isinstance(v, bytes) else bitstream._varint(v)
@@ -82,13 +82,13 @@ def test_round_trip(header, strings):
 def test_layout_is_stable():
   # Golden bytes: any change here is a format change and needs a FORMAT_VERSION bump.
   golden = "".join([
-      "44434943", "02",  # magic, version
+      "44434943", "03",  # magic, version
       "01", "0001020304050607",  # codec code (bmshj2018), fingerprint
       "05", "07", "3b", "39",  # height, width, padding 59 and 57 (varints)
       "b960",  # seed 12345 (varint)
       "01",  # prng code (threefry2x32)
       "02", "02", "05",  # n_strings, lengths (varints)
-      "6e6307c6",  # crc32
+      "2f788ba8",  # crc32
       b"zzyyyyy".hex(),  # payload
   ])
   assert _file().hex() == golden
@@ -100,7 +100,24 @@ def test_version_1_files_still_read():
       "44434943", "01", "09", b"bmshj2018".hex(), "0001020304050607",
       "05000000", "07000000", "40000000", "40000000", "3930000000000000",
       "0c", b"threefry2x32".hex(), "02", "02000000", "05000000", "f2540f82", b"zzyyyyy".hex()]))
-  assert bitstream.unpack(version_1) == (HEADER, STRINGS)
+  assert bitstream.unpack(version_1) == (dataclasses.replace(HEADER, version=1), STRINGS)
+
+
+def test_version_2_files_still_read_and_can_be_written():
+  """Version 2 has version 3's bytes (only the integer networks' grids differ, `fixed_point.grids_for`):
+  the header says which, and a version-2 file can still be made for an older build."""
+  old = dataclasses.replace(HEADER, version=2)
+  data = bitstream.pack(old, STRINGS)
+  assert data[4] == 2 and data[5:-len(b"zzyyyyy") - 4] == _file()[5:-len(b"zzyyyyy") - 4]
+  assert data == _raw(version=2)
+  assert bitstream.unpack(data) == (old, STRINGS)
+
+
+def test_version_1_is_read_not_written():
+  with pytest.raises(ValueError, match="not written"):
+    bitstream.pack(dataclasses.replace(HEADER, version=1), STRINGS)
+  with pytest.raises(ValueError, match="format version 4"):
+    dataclasses.replace(HEADER, version=4)
 
 
 @pytest.mark.parametrize("seed,header_bytes", [(0, 31), (127, 31), (128, 32), (2**64 - 1, 40)])
@@ -176,7 +193,7 @@ def test_bad_magic():
   _raises(b"PNG\x00" + _file()[4:], "magic")
 
 
-@pytest.mark.parametrize("version", [0, 3, 7, 255])
+@pytest.mark.parametrize("version", [0, 4, 7, 255])
 def test_bad_version(version):
   message = _raises(_raw(version=version), "version")
   assert str(version) in message

@@ -20,12 +20,13 @@ def test_round_trip_is_bit_exact(codec, image):
 
 
 def test_decode_matches_forward_pass(codec, image):
-  """compress/decompress reproduce the eval forward pass up to the fixed-point h_s rounding."""
+  """compress/decompress reproduce the eval forward pass up to the fixed-point h_s rounding (mu
+  within 2**-13 of the coder's grid plus ~2e-5; the grids of format versions 1–2 were 7e-4 off)."""
   import jax.numpy as jnp
   out = codec.module.apply({"params": codec.params}, jnp.asarray(image[None], jnp.float32) / 255.0)
   dec = codec.decompress(codec.compress(image))
   mu_float = np.asarray(out["mu"][0])
-  assert np.abs(dec.mu - mu_float).max() < 1e-2
+  assert np.abs(dec.mu - mu_float).max() < 5e-4
   agree = np.mean(np.round(np.asarray(out["y"][0]) - mu_float) == np.round(dec.y_hat - dec.mu))
   assert agree > 0.99
   x_fwd = np.clip(np.asarray(out["x_hat"][0]), 0, 1)

@@ -69,17 +69,38 @@ def test_every_codec_round_trips_a_real_image_bit_exact(codec_id, image):
 
 @pytest.mark.parametrize("codec_id", codec_ids())
 def test_every_codec_forward_agrees_with_the_coder(codec_id, image):
-  """The eval forward pass (float nets) matches the file (integer nets) up to fixed-point rounding."""
+  """The eval forward pass (float nets) matches the file (integer nets) up to fixed-point rounding.
+
+  Channel-wise models: a y_i − mu_i within the integer networks' error of a half-integer rounds the
+  other way in one of them, and the LRP term and the later slices around it follow (one such symbol
+  of the tiny tcm moves mu by up to 0.06 over a tenth of its latents), so their mu is compared here
+  by its median, and to the bit of precision at the coder's own symbols in the next test."""
   codec = tiny(codec_id)
   data, _, _, dec = _coded(codec_id, image)
   fwd = jax.jit(lambda p, x: codec.module.apply({"params": p}, x))
   out = jax.device_get(fwd(codec.params, jnp.asarray(image[None], jnp.float32) / 255.0))
-  assert np.abs(dec.mu - out["mu"][0]).max() < 2e-2
+  err = np.abs(dec.mu - out["mu"][0])
+  assert err.max() < 5e-4 if codec.slice_spec is None else np.median(err) < 2e-4
   sym_fwd = np.round(out["y_hat"][0] - out["mu"][0])
   assert np.mean(sym_fwd == np.round(dec.y_hat - dec.mu)) > 0.99
-  assert np.abs(np.clip(out["x_hat"][0], 0, 1) - dec.x_hat).mean() < 2e-3
+  assert np.abs(np.clip(out["x_hat"][0], 0, 1) - dec.x_hat).mean() < 4e-3
   est_bits = sum(-np.log2(v).sum() for v in out["likelihoods"].values())
   assert abs(8 * len(data) / est_bits - 1) < 0.15
+
+
+@pytest.mark.parametrize("codec_id", NEW)
+def test_integer_slice_networks_match_the_float_ones_at_the_coders_symbols(codec_id, image):
+  """The float slice loop fed the decoder's y_hat − r (symbol + mu_i, which it rounds back to the
+  same symbol) gives the coder's mu within the fine grids' error (the grids of format versions 1–2
+  were ~1e-3 off): no near-tie can flip a symbol here."""
+  codec = tiny(codec_id)
+  *_, dec = _coded(codec_id, image)
+  apply = lambda *a, method: codec.module.apply({"params": codec.params}, *a, method=method)
+  mean_feat, scale_feat = apply(jnp.asarray(dec.z_hat[None]), method="h_s")
+  out = apply(jnp.asarray((dec.y_hat - dec.r)[None]), mean_feat, scale_feat, None, False,
+              method=lambda m, *a: m.context(*a))
+  np.testing.assert_array_equal(np.round(out["y_hat"][0] - out["mu"][0]), np.round(dec.y_hat - dec.mu))
+  assert np.abs(out["mu"][0] - dec.mu).max() < 5e-4
 
 
 @pytest.mark.parametrize("codec_id", codec_ids())
@@ -114,13 +135,25 @@ def test_slice_model_is_exact_integers_and_needs_the_whole_string(codec_id, imag
   assert codec.slice_spec.lrp  # the tiny configs exercise latent residual prediction
 
 
-def test_softsign_integer_form_is_exact_floor():
+def test_softsign_integer_form_is_exact():
+  """r = 0.5·x/(1+|x|) on the coder's 2**-12 grid from x on the networks' grid, by one exact integer
+  division: rounded halves up (format version 3), floored with x on 2**-12 (versions 1–2)."""
+  import math
+  from fractions import Fraction
+  from dcic_jax.codecs.fixed_point import GRIDS, LEGACY
   x = np.array([-(2**40), -123457, -4096, -1, 0, 1, 4095, 4096, 98765, 2**40], np.float64)
-  got = channelwise.softsign_half_int(x)
+  got = channelwise.softsign_half_int(x, LEGACY)
   want = [np.floor(v * 4096 / (2 * (4096 + abs(v)))) for v in x]  # small ints: exact in float64 here
   np.testing.assert_array_equal(got[1:-1], want[1:-1])
   assert got[0] == -2048 and got[-1] == 2047  # saturates at r = ±0.5 (2048 units of 2**-12)
-  assert np.all(np.abs(got) <= 2048)
+  unit = 2**GRIDS.activations
+  x = np.array([-(2**40), -4095 * unit, -unit, -16, -1, 0, 1, 5, 16, 4095, unit, 7 * unit + 3, 4095 * unit, 2**40],
+               np.float64)
+  want = [math.floor(Fraction(int(v) * 4096, 2 * (unit + abs(int(v)))) + Fraction(1, 2)) for v in x]
+  np.testing.assert_array_equal(channelwise.softsign_half_int(x, GRIDS), want)
+  assert want[2] == -1024 and want[10] == 1024  # x = ±1: r = ±1/4
+  assert want[1] == -2047 and want[-2] == 2048  # x = ±4095: r = ±2047.5 units, halves up
+  assert want[0] == -2048 and want[-1] == 2048
 
 
 def test_window_attention_is_local_and_shift_mask_blocks_the_wrap_around():

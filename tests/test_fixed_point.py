@@ -1,8 +1,10 @@
-"""The integer hyper-synthesis: exact, order-independent, and close to the float network."""
+"""The integer hyper-synthesis: exact, order-independent, and close to the float network; files of
+format versions 1–2 keep the grids they were written with."""
 import jax.numpy as jnp
 import numpy as np
 
 from dcic_jax.codecs import fixed_point
+from dcic_jax.errors import BitstreamError
 
 
 def _z_hat(codec, seed=0, shape=(3, 5)):
@@ -11,23 +13,73 @@ def _z_hat(codec, seed=0, shape=(3, 5)):
   return (z + codec.medians).astype(np.float32)
 
 
-def _mu_sigma(codec, z_hat):
-  """(mu_int, sigma_int) of the NumPy reference."""
-  return fixed_point.split_mu_sigma(fixed_point.hyper_synthesis_int(codec.qparams, codec.spec, z_hat), codec.spec)
+def _mu_sigma(codec, z_hat, grids=fixed_point.GRIDS):
+  """(mu_int, sigma_int) of the NumPy reference, on the fine grid and on the coder's."""
+  qparams = fixed_point.quantize_hyper_params(codec.params["h_s_net"], codec.spec, grids)
+  out = fixed_point.hyper_synthesis_int(qparams, codec.spec, z_hat, grids)
+  return (fixed_point.split_mu_sigma(out, codec.spec),
+          fixed_point.split_mu_sigma(fixed_point.to_coder_grid(out, grids), codec.spec))
 
 
 def test_matches_float_network(codec):
+  """Within ~4e-5 of the float network on the fine grid, 2**-13 more on the coder's; the grids of
+  format versions 1–2 (activations on the coder's grid) were ~2e-3 off, which these bounds refuse."""
   z_hat = _z_hat(codec)
-  mu_f, sigma_f = codec.module.apply({"params": codec.params}, jnp.asarray(z_hat[None]), method="h_s")
-  mu_i, sigma_i = _mu_sigma(codec, z_hat)
-  assert np.abs(fixed_point.to_float(mu_i) - np.asarray(mu_f[0])).max() < 5e-3
-  assert np.abs(fixed_point.to_float(sigma_i) - np.asarray(sigma_f[0])).max() < 5e-3
+  float_out = codec.module.apply({"params": codec.params}, jnp.asarray(z_hat[None]), method="h_s")
+  fine, coarse = _mu_sigma(codec, z_hat)
+  for a_f, a_fine, a_coder in zip(float_out, fine, coarse):
+    a_f = np.asarray(a_f[0])
+    assert np.abs(a_fine / 2.0**fixed_point.GRIDS.activations - a_f).max() < 1e-4
+    assert np.abs(fixed_point.to_float(a_coder) - a_f).max() < 2.5e-4
+  _, legacy = _mu_sigma(codec, z_hat, fixed_point.LEGACY)
+  assert max(np.abs(fixed_point.to_float(a) - np.asarray(f[0])).max() for a, f in zip(legacy, float_out)) > 1e-3
 
 
 def test_values_are_exact_integers(codec):
-  mu_i, sigma_i = _mu_sigma(codec, _z_hat(codec, 1))
-  for a in (mu_i, sigma_i):
-    assert np.array_equal(a, np.round(a)) and np.abs(a).max() < 2**24
+  for pair in _mu_sigma(codec, _z_hat(codec, 1)):
+    for a in pair:
+      assert np.array_equal(a, np.round(a)) and np.abs(a).max() < 2**24
+
+
+def test_coder_grid_rounds_halves_up_and_legacy_grids_are_on_it():
+  fine = np.array([-49.0, -48, -47, -17, -16, -15, -1, 0, 1, 15, 16, 17, 47, 48, 49])  # units of 2**-17
+  want = np.floor(fine / 32 + 0.5)  # units of 2**-12: round(x), halves (±16) up
+  np.testing.assert_array_equal(fixed_point.to_coder_grid(fine, fixed_point.GRIDS), want)
+  np.testing.assert_array_equal(fixed_point.to_coder_grid(fine, fixed_point.LEGACY), fine)
+  assert fixed_point.GRIDS.activations - fixed_point.A_FRAC == 5
+
+
+def test_format_version_picks_the_grids():
+  from dcic_jax.entropy import bitstream
+  assert fixed_point.grids_for(bitstream.FORMAT_VERSION) == fixed_point.GRIDS
+  assert fixed_point.grids_for(1) == fixed_point.grids_for(2) == fixed_point.LEGACY
+  assert fixed_point.LEGACY == fixed_point.Grids(14, 12, 16) and fixed_point.LEGACY.leaky_num == 655
+
+
+def test_version_2_file_decodes_with_its_own_grids(codec, image):
+  """A file of the old grids (format version 2) decodes to the latents it was written with. Read as
+  version 3 (the byte changed, CRC fixed) the same bits give the mean-scale model other mu, so the
+  version byte is what keeps old files right (the scale-only model's table indexes rarely move)."""
+  import dataclasses
+  from dcic_jax.entropy import bitstream
+  data, z_sym, y_sym = codec.compress_with_symbols(image, seed=5, version=2)
+  header, strings = bitstream.unpack(data)
+  assert header.version == 2 and data[4] == 2
+  dec = codec.decompress(data)
+  old = codec.for_version(2)
+  assert old.grids == fixed_point.LEGACY and codec.grids == fixed_point.GRIDS
+  (_, _, _, index) = old.encode_latents(image)
+  np.testing.assert_array_equal(np.round(dec.y_hat - dec.mu), y_sym)
+  np.testing.assert_array_equal(dec.scale_index, index)
+  mu_old, _ = old._hyper(dec.z_hat)
+  np.testing.assert_array_equal(dec.mu, mu_old)
+  try:
+    other = codec.decompress(bitstream.pack(dataclasses.replace(header, version=3), strings))
+    changed = not (np.array_equal(other.mu, dec.mu) and np.array_equal(other.scale_index, dec.scale_index))
+  except BitstreamError:  # the other tables can also run the range decoder off the string
+    changed = True
+  assert changed or not codec.spec.split_mean
+  assert codec.for_version(2) is old and codec.for_version(3) is codec  # twins are made once
 
 
 def test_independent_of_summation_order(codec):
@@ -93,10 +145,12 @@ def test_codecs_use_the_xla_program_and_it_gives_the_reference_numbers(codec):
   """`HyperSynthesisInt` (XLA, float64) is what `Codec` runs; it must equal the NumPy reference to
   the bit, with large z (wide accumulators) and negative activations (leaky ReLU)."""
   z_hat = _z_hat(codec, 3, (4, 6)) * 8
-  ref = fixed_point.hyper_synthesis_int(codec.qparams, codec.spec, z_hat)
-  out = codec._h_s_int(z_hat)
-  assert out.dtype == np.float64 and np.abs(ref).max() > 2**12
-  np.testing.assert_array_equal(out, ref)
+  for grids in (fixed_point.GRIDS, fixed_point.LEGACY):
+    c = codec.with_grids(grids)
+    ref = fixed_point.hyper_synthesis_int(c.qparams, c.spec, z_hat, grids)
+    out = c._h_s_int(z_hat)
+    assert out.dtype == np.float64 and np.abs(ref).max() > 2**grids.activations
+    np.testing.assert_array_equal(out, ref)
 
 
 def test_xla_program_runs_transposed_kernels_per_phase_bit_exact():

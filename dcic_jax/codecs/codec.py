@@ -10,6 +10,7 @@ in that same string. (Files written before 2026-11-26 hold one string per part, 
 [z, y_0, .., y_{S-1}]; they still decode. One string saves each extra part its coder flush and
 its length field: ~4 bytes for the CNN codecs, ~20 for four slices.)
 """
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -114,6 +115,7 @@ class Codec:
   config: dict            # codec constructor kwargs (HyperpriorConfig fields)
   params: dict            # float32 parameter tree
   tables: dict            # {"z": TableSet tree, "y": TableSet tree, "scale_bounds": int64 [L]}
+  grids: fixed_point.Grids = fixed_point.GRIDS  # of the integer networks; see `for_version`
 
   # ---- derived, computed once ----
   @functools.cached_property
@@ -126,11 +128,30 @@ class Codec:
 
   @functools.cached_property
   def qparams(self):
-    return fixed_point.quantize_hyper_params(self.params["h_s_net"], self.spec)
+    return fixed_point.quantize_hyper_params(self.params["h_s_net"], self.spec, self.grids)
 
   @functools.cached_property
   def _h_s_int(self) -> fixed_point.HyperSynthesisInt:
-    return fixed_point.HyperSynthesisInt(self.qparams, self.spec)
+    return fixed_point.HyperSynthesisInt(self.qparams, self.spec, self.grids)
+
+  @functools.cached_property
+  def _by_grids(self) -> dict:
+    return {self.grids: self}
+
+  def for_version(self, version: int) -> "Codec":
+    """This codec with the integer grids the files of format `version` were written with."""
+    return self.with_grids(fixed_point.grids_for(version))
+
+  def with_grids(self, grids: fixed_point.Grids) -> "Codec":
+    """This codec with its integer networks on `grids`: the same model, parameters and compiled
+    transforms (shared, not compiled again); only the integer networks differ."""
+    if grids not in self._by_grids:
+      twin = copy.copy(self)  # shares the cached transforms and `_by_grids`; drops what depends on the grids
+      for name in ("qparams", "_h_s_int", "slice_qparams"):
+        twin.__dict__.pop(name, None)
+      object.__setattr__(twin, "grids", grids)
+      self._by_grids[grids] = twin
+    return self._by_grids[grids]
 
   @functools.cached_property
   def slice_spec(self) -> "channelwise.SliceSpec | None":
@@ -140,7 +161,7 @@ class Codec:
 
   @functools.cached_property
   def slice_qparams(self):
-    return channelwise.quantize_slice_params(self.params["context"], self.slice_spec)
+    return channelwise.quantize_slice_params(self.params["context"], self.slice_spec, self.grids)
 
   @functools.cached_property
   def medians(self) -> np.ndarray:
@@ -237,7 +258,8 @@ class Codec:
 
   # ---- coding ----
   def _hyper(self, z_hat: np.ndarray):
-    mu_int, sigma_int = fixed_point.split_mu_sigma(self._h_s_int(z_hat), self.spec)
+    out = fixed_point.to_coder_grid(self._h_s_int(z_hat), self.grids)
+    mu_int, sigma_int = fixed_point.split_mu_sigma(out, self.spec)
     index = np.searchsorted(self.tables["scale_bounds"], sigma_int, side="left")  # in [0, levels - 1]
     return fixed_point.to_float(mu_int), index
 
@@ -246,7 +268,8 @@ class Codec:
     slice loop."""
     feat_mean, feat_scale = fixed_point.split_mu_sigma(self._h_s_int(z_hat), self.spec)
     y_hat, mu, index, sym, r = channelwise.code_slices(self.slice_qparams, self.slice_spec, feat_mean,
-                                                       feat_scale, self.tables["scale_bounds"], symbols)
+                                                       feat_scale, self.tables["scale_bounds"], symbols,
+                                                       self.grids)
     return fixed_point.to_float(y_hat), fixed_point.to_float(mu), index, sym, fixed_point.to_float(r)
 
   def encode_latents(self, image_HW3: np.ndarray):
@@ -271,26 +294,30 @@ class Codec:
       return [a]
     return [a[..., self.slice_spec.slice_range(i)] for i in range(self.slice_spec.slices)]
 
-  def compress(self, image_HW3: np.ndarray, seed: int = 0) -> bytes:
-    """uint8 [H, W, 3] -> complete .dcic file bytes."""
-    return self.compress_with_symbols(image_HW3, seed)[0]
+  def compress(self, image_HW3: np.ndarray, seed: int = 0, version: int = bitstream.FORMAT_VERSION) -> bytes:
+    """uint8 [H, W, 3] -> complete .dcic file bytes (of format `version`: an older one is read by
+    older builds)."""
+    return self.compress_with_symbols(image_HW3, seed, version)[0]
 
-  def compress_with_symbols(self, image_HW3: np.ndarray, seed: int = 0):
+  def compress_with_symbols(self, image_HW3: np.ndarray, seed: int = 0, version: int = bitstream.FORMAT_VERSION):
     """(file bytes, z symbols, y symbols): the symbols let callers check a decode bit for bit."""
+    if version not in bitstream.WRITABLE_VERSIONS:
+      raise UserError(f"cannot write format version {version} (writes {bitstream.WRITABLE_VERSIONS})")
     image_HW3 = np.asarray(image_HW3)
     if image_HW3.dtype != np.uint8 or image_HW3.ndim != 3 or image_HW3.shape[2] != 3:
       raise UserError(f"compress needs a uint8 [H, W, 3] image, got {image_HW3.dtype} {image_HW3.shape}")
     h, w = image_HW3.shape[:2]
     if not (1 <= h <= bitstream.MAX_SIZE and 1 <= w <= bitstream.MAX_SIZE):
       raise UserError(f"image size {h}x{w} is outside 1..{bitstream.MAX_SIZE} pixels per side")
-    (hp, wp), z_sym, y_sym, index = self.encode_latents(image_HW3)
+    (hp, wp), z_sym, y_sym, index = self.for_version(version).encode_latents(image_HW3)
     z_idx = np.broadcast_to(np.arange(z_sym.shape[-1]), z_sym.shape)
     enc = coder.Encoder()  # one string: z, then each part of y (the decoder needs them in this order)
     enc.encode(z_sym, z_idx, self.z_tables)
     for s, i in zip(self._y_parts(y_sym), self._y_parts(index)):
       enc.encode(s, i, self.y_tables)
     header = bitstream.Header(codec_id=self.codec_id, fingerprint=self.fingerprint, height=h, width=w,
-                              padded_height=hp, padded_width=wp, seed=int(seed), prng_impl=PRNG_IMPL)
+                              padded_height=hp, padded_width=wp, seed=int(seed), prng_impl=PRNG_IMPL,
+                              version=version)
     return bitstream.pack(header, [enc.finish()]), z_sym, y_sym
 
   def decompress(self, data: bytes, max_pixels: int | None = None) -> Decoded:
@@ -299,6 +326,7 @@ class Codec:
     and every problem is a BitstreamError / UserError (docs/reliability.md)."""
     header, strings = bitstream.unpack(data)
     bitstream.check_model(header, self.codec_id, self.fingerprint)
+    latents = self.for_version(header.version)  # its integer networks: the grids that wrote the file
     limits.check(header.height, header.width, ".dcic header", max_pixels)
     n_y = 1 if self.slice_spec is None else self.slice_spec.slices
     if len(strings) not in (1, 1 + n_y):
@@ -318,9 +346,9 @@ class Codec:
       z_hat = (z_sym.astype(np.float32) + self.medians).astype(np.float32)
       if self.slice_spec is not None:
         reader = lambda i, _, index_i: part(1 + i).decode(index_i, self.y_tables)
-        y_hat, mu, index, _, r = self._slices(z_hat, reader)
+        y_hat, mu, index, _, r = latents._slices(z_hat, reader)
       else:
-        mu, index = self._hyper(z_hat)
+        mu, index = latents._hyper(z_hat)
         y_sym = part(1).decode(index, self.y_tables)
         y_hat = (y_sym.astype(np.float32) + mu).astype(np.float32)
         r = np.zeros_like(y_hat)

@@ -6,13 +6,13 @@ image size and its padding, and the seed + PRNG tag of the decoder's common rand
 consistent noise costs zero bits). The payload is the strings concatenated; the file size is
 the rate.
 
-Byte layout, version 2 (fixed-size integers little-endian; "varint" is unsigned LEB128, 7 bits a
-byte, shortest form only, at most 5 bytes, 10 for the seed):
+Byte layout, versions 2 and 3 (fixed-size integers little-endian; "varint" is unsigned LEB128, 7
+bits a byte, shortest form only, at most 5 bytes, 10 for the seed):
 
 | field          | size        | notes                                                     |
 | -------------- | ----------- | --------------------------------------------------------- |
 | magic          | 4           | b"DCIC"                                                   |
-| version        | u8          | FORMAT_VERSION (2)                                        |
+| version        | u8          | FORMAT_VERSION (3)                                        |
 | codec          | u8 [+ text] | code from CODEC_CODES; 0: u8 length 1..64 + printable ASCII id |
 | fingerprint    | 8           | hash of the model parameters + coding tables              |
 | height, width  | varint × 2  | 1..65535 each                                             |
@@ -28,6 +28,12 @@ The codecs write one string (z, then all of y, in one range coder; `codecs/codec
 Kodak file of a shipped codec has a 29–30-byte header with a seed below 128 (the CLI's default is
 0), 39–40 with a full 64-bit seed. Version 1 (still read, no longer written) spent 73–76 bytes: the
 ids as text, the four sizes and the lengths as u32, the seed as u64.
+
+Versions 2 and 3 have the same bytes and differ in what the latents mean: from version 3 the
+integer networks that give the coder mu and sigma (`codecs/fixed_point.py`, `entropy/channelwise.py`)
+compute on finer grids, so the same model gives other mu; a decoder runs the grids of the file's
+version (`fixed_point.grids_for`), so older files still decode to what they did. `pack` writes
+either (`Header.version`), so a file for an older build can still be made.
 
 Every problem with a file raises `BitstreamError` with a one-line message. A length field is checked
 against the real file size before it is used; the declared image size is checked by
@@ -45,8 +51,9 @@ from typing import Sequence
 
 from dcic_jax.errors import BitstreamError, UserError
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+WRITABLE_VERSIONS = (2, 3)  # one layout; 3: the fine grids of the integer networks
 MAGIC = b"DCIC"
 
 # One-byte codes of the common names; append only (a code, once given, means that name forever).
@@ -65,7 +72,7 @@ FINGERPRINT_BYTES = 8
 
 _SIZES = struct.Struct("<4I")  # height, width, padded_height, padded_width
 _U8, _U32, _U64 = struct.Struct("<B"), struct.Struct("<I"), struct.Struct("<Q")
-# Smallest possible file (version 2): coded ids, one-byte sizes, one empty string.
+# Smallest possible file (versions 2, 3): coded ids, one-byte sizes, one empty string.
 MIN_FILE_BYTES = len(MAGIC) + 1 + 1 + FINGERPRINT_BYTES + 4 + 1 + 1 + 1 + 1 + _U32.size
 
 
@@ -80,10 +87,11 @@ class Header:
   padded_width: int
   seed: int  # 0 .. 2**64-1: seed of the decoder's consistent noise
   prng_impl: str  # PRNG implementation tag, e.g. "threefry2x32"
+  version: int = FORMAT_VERSION  # format version the file is written in (says which integer grids)
 
   def __post_init__(self):
     # Normalise numpy integers / bytearrays so equality and packing behave.
-    for name in ("height", "width", "padded_height", "padded_width", "seed"):
+    for name in ("height", "width", "padded_height", "padded_width", "seed", "version"):
       value = getattr(self, name)
       if not isinstance(value, numbers.Integral) or isinstance(value, bool):
         raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -103,6 +111,8 @@ def _check_text(name: str, value, max_len: int) -> None:
 
 def _check_header(h: Header) -> None:
   """Raises ValueError naming the first field that is out of range."""
+  if h.version not in READABLE_VERSIONS:
+    raise ValueError(f"format version {h.version} is not one of {READABLE_VERSIONS}")
   _check_text("codec id", h.codec_id, MAX_CODEC_ID)
   if not isinstance(h.fingerprint, bytes) or len(h.fingerprint) != FINGERPRINT_BYTES:
     raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes, got {h.fingerprint!r}")
@@ -122,6 +132,8 @@ def pack(header: Header, strings: Sequence[bytes]) -> bytes:
   if not isinstance(header, Header):
     raise ValueError(f"header must be a Header, got {type(header).__name__}")
   _check_header(header)  # Already done at construction; cheap, and guards object.__setattr__.
+  if header.version not in WRITABLE_VERSIONS:
+    raise ValueError(f"format version {header.version} is read, not written (writes {WRITABLE_VERSIONS})")
   if isinstance(strings, (bytes, bytearray, str)):
     raise ValueError("strings must be a sequence of byte strings, not a single one")
   strings = list(strings)
@@ -133,7 +145,7 @@ def pack(header: Header, strings: Sequence[bytes]) -> bytes:
     if len(s) >= 2**(7 * MAX_VARINT_BYTES):
       raise ValueError(f"string {i} is too long ({len(s)} bytes)")
   head = b"".join([
-      MAGIC, _U8.pack(FORMAT_VERSION),
+      MAGIC, _U8.pack(header.version),
       _name(header.codec_id, CODEC_CODES),
       header.fingerprint,
       *(_varint(v) for v in (header.height, header.width, header.padded_height - header.height,
@@ -193,7 +205,7 @@ class _Reader:
     raise BitstreamError(f"bad {what}: longer than {max_bytes} bytes")
 
   def name(self, what: str, codes: dict[str, int], max_len: int) -> str:
-    """A coded name (version 2): a code from `codes`, or 0 and the name as text."""
+    """A coded name (versions 2, 3): a code from `codes`, or 0 and the name as text."""
     (code,) = self.read(_U8, what)
     if code == 0:
       return self.text(what, max_len)
@@ -245,7 +257,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     prng_impl = r.name("prng impl", PRNG_CODES, MAX_PRNG_IMPL)
   try:
     header = Header(codec_id, fingerprint, height, width, padded_height, padded_width, seed,
-                    prng_impl)
+                    prng_impl, version)
   except ValueError as e:
     raise BitstreamError(f"bad .dcic header: {e}") from None
 

@@ -13,12 +13,14 @@ stride-1 conv stacks. LRP is bounded by 0.5·x/(1+|x|) rather than Minnen & Sing
 same role and range, and it has an exact integer form (one integer division), which tanh has not.
 
 Coding: every number that picks a CDF table, a rounding offset or a later slice's input is
-computed by the integer twin of the f_* (weights on a 2**-W_FRAC grid, activations on 2**-A_FRAC,
-all dot products exact in float64, as `codecs/fixed_point.py` does for h_s), from the integer
-y_hat the decoder itself reconstructs. The encoder runs the same loop on the same integers, so the
-decoder's tables and offsets are identical on any platform. The slices are coded one after the
-other (after z, in one range-coded string), so the decoder finishes slice i before it needs slice
-i+1's tables.
+computed by the integer twin of the f_* (on the fine grids of `codecs/fixed_point.py`, all dot
+products exact in float64, as for h_s), from the integer y_hat the decoder itself reconstructs.
+What the coder sees, mu_i, sigma_i and r_i, is rounded to its 2**-A_FRAC grid, so y_hat_i =
+symbol + mu_i + r_i is on that grid too (exactly representable, and y_hat − mu is the symbol); the
+hyper features and the activations stay on the fine grid. The encoder runs the same loop on the
+same integers, so the decoder's tables and offsets are identical on any platform. The slices are
+coded one after the other (after z, in one range-coded string), so the decoder finishes slice i
+before it needs slice i+1's tables.
 
 The effective mean mu_i + r_i is what the rest of the project calls `mu`: y_hat − mu is the integer
 symbol, exactly as for the hyperprior codecs, which is what the DCIC `latent` ℓ_P variant needs
@@ -32,8 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dcic_jax.codecs.fixed_point import A_FRAC, W_FRAC, _act, _conv_same, _rescale
-from dcic_jax.codecs.integer_ops import to_int
+from dcic_jax.codecs.fixed_point import (A_FRAC, GRIDS, Grids, _act, _conv_same, _rescale, quantize_layer,
+                                         to_coder_grid)
 from dcic_jax.codecs.layers import conv
 from dcic_jax.entropy import quantization
 from dcic_jax.entropy.models import gaussian_likelihood
@@ -126,49 +128,53 @@ class ChannelwiseContext(nn.Module):
 
 
 # ---- exact integer twin (coding) ----
-def quantize_slice_params(context_params: dict, spec: SliceSpec) -> dict:
+def quantize_slice_params(context_params: dict, spec: SliceSpec, grids: Grids = GRIDS) -> dict:
   """Float params of `ChannelwiseContext` -> {net name: [(integer kernel, integer bias)] per layer}."""
-  out = {}
-  for i in range(spec.slices):
-    for k in spec.kinds():
-      p = context_params[f"{k}_{i}"]
-      out[f"{k}_{i}"] = [(to_int(p[f"layer{j}"]["kernel"], W_FRAC), to_int(p[f"layer{j}"]["bias"], W_FRAC + A_FRAC))
-                         for j in range(spec.depth)]
-  return out
+  return {f"{k}_{i}": [quantize_layer(context_params[f"{k}_{i}"][f"layer{j}"], grids) for j in range(spec.depth)]
+          for i in range(spec.slices) for k in spec.kinds()}
 
 
-def _net_int(layers, a_HWC: np.ndarray) -> np.ndarray:
+def _net_int(layers, a_HWC: np.ndarray, grids: Grids) -> np.ndarray:
   for j, (w, b) in enumerate(layers):
-    a_HWC = _rescale(_conv_same(a_HWC, w, b))
+    a_HWC = _rescale(_conv_same(a_HWC, w, b), grids)
     if j < len(layers) - 1:
-      a_HWC = _act(a_HWC, "leaky_relu")
+      a_HWC = _act(a_HWC, "leaky_relu", grids)
   return a_HWC
 
 
-def softsign_half_int(x_int: np.ndarray) -> np.ndarray:
-  """floor(2**A · 0.5·x/(1+|x|)) for x = x_int · 2**-A, in exact int64 arithmetic."""
+def softsign_half_int(x_int: np.ndarray, grids: Grids = GRIDS) -> np.ndarray:
+  """2**A · 0.5·x/(1+|x|) for x = x_int · 2**-grids.activations, on the coder's grid 2**-A: rounded
+  halves up, as every value handed to the coder (`LEGACY`: floored), in exact int64 arithmetic."""
   x = x_int.astype(np.int64)
-  return np.floor_divide(x << A_FRAC, 2 * ((1 << A_FRAC) + np.abs(x))).astype(np.float64)
+  d = (1 << grids.activations) + np.abs(x)
+  half = d if grids.activations > A_FRAC else 0
+  return np.floor_divide((x << A_FRAC) + half, 2 * d).astype(np.float64)
 
 
 def code_slices(qparams: dict, spec: SliceSpec, mean_feat_int: np.ndarray, scale_feat_int: np.ndarray,
-                scale_bounds: np.ndarray, symbols: Callable[[int, np.ndarray, np.ndarray], np.ndarray]):
-  """The slice loop shared by encoder and decoder, all in integers on the 2**-A_FRAC grid.
+                scale_bounds: np.ndarray, symbols: Callable[[int, np.ndarray, np.ndarray], np.ndarray],
+                grids: Grids = GRIDS):
+  """The slice loop shared by encoder and decoder, in integers: the hyper features (h_s output) and
+  the networks on 2**-grids.activations, what the coder sees on its 2**-A_FRAC grid.
 
   `symbols(i, mu_i, index_i)` returns slice i's integer symbols [h, w, M/S]: the encoder rounds
   y_i − mu_i, the decoder reads them from the string. Returns (y_hat_int, mu_int (effective),
-  table index, symbols, LRP term r), each [h, w, M] (r = 0 without LRP; effective mu = mu_i + r).
+  table index, symbols, LRP term r), each [h, w, M] on the coder's grid (r = 0 without LRP;
+  effective mu = mu_i + r).
   """
+  up = 2.0**(grids.activations - A_FRAC)  # coder's grid -> the networks' (exact)
+  net = lambda name, *parts: _net_int(qparams[name], np.concatenate(parts, -1), grids)
   done, mus, indexes, syms, lrps = [], [], [], [], []
   for i in range(spec.slices):
-    mu_int = _net_int(qparams[f"mean_{i}"], np.concatenate([mean_feat_int] + done, -1))
-    sigma_int = _net_int(qparams[f"scale_{i}"], np.concatenate([scale_feat_int] + done, -1))
+    prev = [d * up for d in done]
+    mu_int = to_coder_grid(net(f"mean_{i}", mean_feat_int, *prev), grids)
+    sigma_int = to_coder_grid(net(f"scale_{i}", scale_feat_int, *prev), grids)
     index = np.searchsorted(scale_bounds, sigma_int, side="left")
     sym = np.asarray(symbols(i, mu_int, index), np.int64)
     y_hat_int = sym.astype(np.float64) * 2.0**A_FRAC + mu_int
     r = np.zeros_like(y_hat_int)
     if spec.lrp:
-      r = softsign_half_int(_net_int(qparams[f"lrp_{i}"], np.concatenate([mean_feat_int] + done + [y_hat_int], -1)))
+      r = softsign_half_int(net(f"lrp_{i}", mean_feat_int, *prev, y_hat_int * up), grids)
       y_hat_int, mu_int = y_hat_int + r, mu_int + r
     lrps.append(r)
     done.append(y_hat_int)
