@@ -7,12 +7,13 @@ The integer twin (`IntegerTCM`) follows the float module layer for layer with th
 of `integer_ops.py`: weights on the 2**-20 grid, activations on 2**-16, attention probabilities,
 sigmoid, Φ (GELU) and exp on 2**-24, every sum an exact integer below 2**53 (checked), softmax,
 LayerNorm, sigmoid and tanh by exact integer division, square root and lookup tables stored with
-the export. More fractional bits than the 12 / 14 of `fixed_point.py`: the TCM path is ~40 layers
-deep, and mu must stay within ~1e-5 of the float network so that fewer than 0.01% of the symbols
-round differently from the official code (docs/tcm.md). What the coder sees (mu, the LRP term r,
+the export. Fine grids, as in `fixed_point.py`: the TCM path is ~40 layers deep, and mu must stay
+within ~1e-5 of the float network so that fewer than 0.01% of the symbols round differently from
+the official code (docs/tcm.md). What the coder sees (mu, the LRP term r,
 sigma for the table choice) is then rounded to the 2**-12 grid of the other codecs, so y_hat − mu
 is exactly the integer symbol, which DCIC's latent constraint needs.
 """
+import concurrent.futures
 import dataclasses
 import functools
 import math
@@ -42,6 +43,7 @@ _LEAKY = round(0.01 * 2**iops.WGT)  # leaky ReLU slope on the weight grid
 _GDN_PEDESTAL, _GDN_BETA_MIN = 2.0**-36, 1e-6  # layers.GDN's reparametrisation
 _MASKED = -2.0**40                 # a logit no softmax weight survives (exp table: 0)
 _HIGHEST = jax.lax.Precision.HIGHEST
+_PAIR_POOL = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tcm-scale")  # `TCMCodec._both`
 
 
 def quantize_entropy_params(params: dict) -> dict:
@@ -280,6 +282,17 @@ class TCMCodec(Codec):
       params = entropy_params_by_branch(quantize_entropy_params(self.params), self.module.tcm)
       return jax.device_put((params, tables), self._cpu)
 
+  def _on_cpu(self, fn, *args, **kwargs):
+    with jax.enable_x64(True), jax.default_device(self._cpu):  # both are per thread
+      return jax.block_until_ready(fn(*args, **kwargs))
+
+  def _both(self, mean_call: tuple, scale_call: tuple, **kwargs):
+    """The mean and the scale network at once, the scale one on a second thread. Why: XLA:CPU
+    runs each float64 product of these small networks on about one core; two programs at once keep
+    both cores busy (encode + decode ~1.2× faster on this 2-core CPU, bench_tcm_import.py)."""
+    scale = _PAIR_POOL.submit(self._on_cpu, *scale_call, **kwargs)
+    return self._on_cpu(*mean_call, **kwargs), scale.result()
+
   def _slices(self, z_hat: np.ndarray, symbols):
     """(y_hat, effective mu, index, symbols, LRP term r) [h, w, M] each, every float on the grid."""
     q, t = self._integer_state
@@ -287,13 +300,15 @@ class TCMCodec(Codec):
     up = 2.0**(iops.ACT - GRID)
     with jax.enable_x64(True), jax.default_device(self._cpu):
       z = jnp.asarray(iops.to_int(z_hat, iops.ACT))
-      (mean_feat, b1), (scale_feat, b2) = (_hyper_int(q["hyper"][b], t, z, cfg=cfg) for b in ("mean", "scale"))
+      (mean_feat, b1), (scale_feat, b2) = self._both((_hyper_int, q["hyper"]["mean"], t, z),
+                                                     (_hyper_int, q["hyper"]["scale"], t, z), cfg=cfg)
       iops.check_exact(max(b1, b2))
       support, done, mus, indexes, syms, rs = [], [], [], [], [], []
       for i in range(self.slice_spec.slices):
         p = q["slices"][i]
-        mu, mean_support, b1 = _slice_branch_int(p["mean"], t, mean_feat, support, cfg=cfg)
-        sigma, _, b2 = _slice_branch_int(p["scale"], t, scale_feat, support, cfg=cfg)
+        (mu, mean_support, b1), (sigma, _, b2) = self._both(
+            (_slice_branch_int, p["mean"], t, mean_feat, support), (_slice_branch_int, p["scale"], t, scale_feat, support),
+            cfg=cfg)
         iops.check_exact(max(b1, b2))
         mu_int = np.asarray(mu)
         index = np.searchsorted(self.tables["scale_bounds"], np.asarray(sigma), side="left")
