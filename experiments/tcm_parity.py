@@ -97,11 +97,10 @@ def integer_means(codec, dec) -> np.ndarray:
 
   @jax.jit
   def means(q, t, z, y_hat):
-    mean_feat, scale_feat, _ = tcm_codec._hyper_int(q, t, z, cfg=cfg)  # pylint: disable=protected-access
+    mean_feat, _ = tcm_codec._hyper_int(q["hyper"]["mean"], t, z, cfg=cfg)  # pylint: disable=protected-access
     support = [y_hat[..., i * cs:(i + 1) * cs] for i in range(cfg.num_slices)]
-    branch = lambda net, p, feat, i: net.slice_branch(p, feat, support[:i])[0]
-    return [tcm_codec._mean_and_scale(cfg, t, lambda n, p, x, i=i: branch(n, p, x, i), q["slices"][i],  # pylint: disable=protected-access
-                                      jnp.stack([mean_feat, scale_feat]))[0][0] for i in range(cfg.num_slices)]
+    net = lambda: tcm_codec.IntegerTCM(cfg, t)
+    return [net().slice_branch(q["slices"][i]["mean"], mean_feat, support[:i])[0] for i in range(cfg.num_slices)]
   with jax.enable_x64(True), jax.default_device(codec._cpu):  # pylint: disable=protected-access
     out = means(q, t, iops.to_int(dec.z_hat, iops.ACT), iops.to_int(dec.y_hat, iops.ACT))
     return np.concatenate([np.asarray(m) for m in out], -1) / 2.0**iops.ACT

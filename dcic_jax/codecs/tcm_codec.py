@@ -7,12 +7,13 @@ The integer twin (`IntegerTCM`) follows the float module layer for layer with th
 of `integer_ops.py`: weights on the 2**-20 grid, activations on 2**-16, attention probabilities,
 sigmoid, Φ (GELU) and exp on 2**-24, every sum an exact integer below 2**53 (checked), softmax,
 LayerNorm, sigmoid and tanh by exact integer division, square root and lookup tables stored with
-the export. More fractional bits than the 12 / 14 of `fixed_point.py`: the TCM path is ~40 layers
-deep, and mu must stay within ~1e-5 of the float network so that fewer than 0.01% of the symbols
-round differently from the official code (docs/tcm.md). What the coder sees (mu, the LRP term r,
+the export. Fine grids, as in `fixed_point.py`: the TCM path is ~40 layers deep, and mu must stay
+within ~1e-5 of the float network so that fewer than 0.01% of the symbols round differently from
+the official code (docs/tcm.md). What the coder sees (mu, the LRP term r,
 sigma for the table choice) is then rounded to the 2**-12 grid of the other codecs, so y_hat − mu
 is exactly the integer symbol, which DCIC's latent constraint needs.
 """
+import concurrent.futures
 import dataclasses
 import functools
 import math
@@ -42,6 +43,7 @@ _LEAKY = round(0.01 * 2**iops.WGT)  # leaky ReLU slope on the weight grid
 _GDN_PEDESTAL, _GDN_BETA_MIN = 2.0**-36, 1e-6  # layers.GDN's reparametrisation
 _MASKED = -2.0**40                 # a logit no softmax weight survives (exp table: 0)
 _HIGHEST = jax.lax.Precision.HIGHEST
+_PAIR_POOL = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tcm-scale")  # `TCMCodec._both`
 
 
 def quantize_entropy_params(params: dict) -> dict:
@@ -202,19 +204,19 @@ class IntegerTCM:
     return iops.half_tanh(self.cc(layers, jnp.concatenate([mean_support, y_hat_i], -1)), self.tables, self.bounds)
 
 
-def stacked_entropy_params(q: dict, cfg) -> dict:
-  """The integer parameters arranged for the coder: the mean and scale networks, which have the
-  same shapes, stacked on a leading axis of 2 ({"hyper": [layer..], "slices": [{"atten", "cc"}..]}),
-  so that one traced copy runs both (`jax.lax.map`), which halves the programs XLA compiles; and
-  "lrp": per slice, its transform's layers."""
-  pair = lambda a, b: jax.tree.map(lambda u, v: np.stack([u, v]), a, b)
+def entropy_params_by_branch(q: dict, cfg) -> dict:
+  """The integer parameters arranged for the coder: {"hyper": {"mean", "scale"}: [layer..],
+  "slices": per slice {"mean", "scale"}: {"atten", "cc"}, "lrp": per slice [layer..]}. The mean and
+  scale networks have the same shapes, so one compiled program runs either (`_hyper_int`,
+  `_slice_branch_int`): half the programs XLA compiles, and no weight copies (stacking them for a
+  `lax.map` made XLA copy each branch's weights out of the stack on every call)."""
   n_hyper = 2 + cfg.depths[3]
   hyper = [f"_{k}" for k in range(n_hyper - 1)] + [f"_{n_hyper - 1}_0"]
   cc = lambda kind, i: [q[f"{kind}_{i}_{2 * j}"] for j in range(len(cfg.cc_hidden) + 1)]
   return dict(
-      hyper=[pair(q["h_mean_s" + k], q["h_scale_s" + k]) for k in hyper],
-      slices=[dict(atten=pair(q[f"atten_mean_{i}_0"], q[f"atten_scale_{i}_0"]),
-                   cc=pair(cc("cc_mean_transforms", i), cc("cc_scale_transforms", i))) for i in range(cfg.num_slices)],
+      hyper={b: [q[f"h_{b}_s" + k] for k in hyper] for b in ("mean", "scale")},
+      slices=[{b: dict(atten=q[f"atten_{b}_{i}_0"], cc=cc(f"cc_{b}_transforms", i)) for b in ("mean", "scale")}
+              for i in range(cfg.num_slices)],
       lrp=[cc("lrp_transforms", i) for i in range(cfg.num_slices)])
 
 
@@ -227,37 +229,27 @@ def _to_grid(a, frac: int):
   return iops.shift_round(a, frac - GRID)
 
 
-def _mean_and_scale(cfg, tables, fn, params_pair, inputs_pair):
-  """fn(net, params, input) for the mean and the scale network as one traced body (`jax.lax.map`
-  over the stacked pair): (outputs stacked, largest bound)."""
-  def one(args):
-    net = IntegerTCM(cfg, tables)
-    out = fn(net, *args)
-    return out, _bound(net)
-  out, bounds = jax.lax.map(one, (params_pair, inputs_pair))
-  return out, jnp.max(bounds)
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _hyper_int(layers, tables, z_hat_int, cfg):
+  """h_mean_s or h_scale_s (by `layers`): (features in units 2**-ACT, largest intermediate bound)."""
+  net = IntegerTCM(cfg, tables)
+  return net.hyper(layers, z_hat_int), _bound(net)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
-def _hyper_int(params, tables, z_hat_int, cfg):
-  """(mean_feat, scale_feat) in units 2**-ACT, and the largest intermediate bound."""
-  feats, bound = _mean_and_scale(cfg, tables, IntegerTCM.hyper, params["hyper"], jnp.stack([z_hat_int] * 2))
-  return feats[0], feats[1], bound
+def _slice_branch_int(params, tables, feat, support, cfg):
+  """One slice's mean or scale branch (by `params`, `feat`): (its output on the coder's grid, the
+  SWAtten output in 2**-ACT (the mean's is the LRP's support), bound)."""
+  net = IntegerTCM(cfg, tables)
+  out, atten = net.slice_branch(params, feat, support)
+  return _to_grid(out, iops.ACT), atten, _bound(net)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "i"))
-def _slice_params_int(params, tables, mean_feat, scale_feat, support, cfg, i):
-  """(mu_i, sigma_i on the coder's grid, mean support in 2**-ACT, bound)."""
-  fn = lambda net, p, feat: net.slice_branch(p, feat, support)
-  (out, atten), bound = _mean_and_scale(cfg, tables, fn, params["slices"][i], jnp.stack([mean_feat, scale_feat]))
-  return _to_grid(out[0], iops.ACT), _to_grid(out[1], iops.ACT), atten[0], bound
-
-
-@functools.partial(jax.jit, static_argnames=("cfg", "i"))
-def _slice_lrp_int(params, tables, mean_support, y_hat_i, cfg, i):
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _slice_lrp_int(layers, tables, mean_support, y_hat_i, cfg):
   """(r_i on the coder's grid, bound)."""
   net = IntegerTCM(cfg, tables)
-  return _to_grid(net.slice_lrp(params["lrp"][i], mean_support, y_hat_i), iops.TAB), _bound(net)
+  return _to_grid(net.slice_lrp(layers, mean_support, y_hat_i), iops.TAB), _bound(net)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -287,8 +279,19 @@ class TCMCodec(Codec):
     """(integer parameters, lookup tables) as float64 arrays on the CPU device."""
     with jax.enable_x64(True):
       tables = {k: np.asarray(v, np.float64) for k, v in self.tables["integer_tables"].items()}
-      params = stacked_entropy_params(quantize_entropy_params(self.params), self.module.tcm)
+      params = entropy_params_by_branch(quantize_entropy_params(self.params), self.module.tcm)
       return jax.device_put((params, tables), self._cpu)
+
+  def _on_cpu(self, fn, *args, **kwargs):
+    with jax.enable_x64(True), jax.default_device(self._cpu):  # both are per thread
+      return jax.block_until_ready(fn(*args, **kwargs))
+
+  def _both(self, mean_call: tuple, scale_call: tuple, **kwargs):
+    """The mean and the scale network at once, the scale one on a second thread. Why: XLA:CPU
+    runs each float64 product of these small networks on about one core; two programs at once keep
+    both cores busy (encode + decode ~1.2× faster on this 2-core CPU, bench_tcm_import.py)."""
+    scale = _PAIR_POOL.submit(self._on_cpu, *scale_call, **kwargs)
+    return self._on_cpu(*mean_call, **kwargs), scale.result()
 
   def _slices(self, z_hat: np.ndarray, symbols):
     """(y_hat, effective mu, index, symbols, LRP term r) [h, w, M] each, every float on the grid."""
@@ -296,17 +299,22 @@ class TCMCodec(Codec):
     cfg = self.module.tcm
     up = 2.0**(iops.ACT - GRID)
     with jax.enable_x64(True), jax.default_device(self._cpu):
-      mean_feat, scale_feat, bound = _hyper_int(q, t, jnp.asarray(iops.to_int(z_hat, iops.ACT)), cfg=cfg)
-      iops.check_exact(bound)
+      z = jnp.asarray(iops.to_int(z_hat, iops.ACT))
+      (mean_feat, b1), (scale_feat, b2) = self._both((_hyper_int, q["hyper"]["mean"], t, z),
+                                                     (_hyper_int, q["hyper"]["scale"], t, z), cfg=cfg)
+      iops.check_exact(max(b1, b2))
       support, done, mus, indexes, syms, rs = [], [], [], [], [], []
       for i in range(self.slice_spec.slices):
-        mu, sigma, mean_support, bound = _slice_params_int(q, t, mean_feat, scale_feat, support, cfg=cfg, i=i)
-        iops.check_exact(bound)
+        p = q["slices"][i]
+        (mu, mean_support, b1), (sigma, _, b2) = self._both(
+            (_slice_branch_int, p["mean"], t, mean_feat, support), (_slice_branch_int, p["scale"], t, scale_feat, support),
+            cfg=cfg)
+        iops.check_exact(max(b1, b2))
         mu_int = np.asarray(mu)
         index = np.searchsorted(self.tables["scale_bounds"], np.asarray(sigma), side="left")
         sym = np.asarray(symbols(i, mu_int, index), np.int64)
         y_hat_int = sym.astype(np.float64) * 2.0**GRID + mu_int
-        r, bound = _slice_lrp_int(q, t, mean_support, jnp.asarray(y_hat_int * up), cfg=cfg, i=i)
+        r, bound = _slice_lrp_int(q["lrp"][i], t, mean_support, jnp.asarray(y_hat_int * up), cfg=cfg)
         iops.check_exact(bound)
         r_int = np.asarray(r)
         support.append(jnp.asarray((y_hat_int + r_int) * up))
