@@ -130,6 +130,26 @@ def test_same_bits_across_runs_and_on_one_or_four_devices_and_no_coupling(mode):
   assert np.abs(four[:, 0] - four[:, 1]).max() > 0.1     # two different images and seeds
 
 
+def test_one_cpu_device_runs_the_grid_as_concurrent_parts_of_the_same_points(monkeypatch):
+  """On one CPU device the grid is cut into `host_parts` concurrent calls of one compiled program
+  (5 points: 3 + 3, the last repeated and trimmed); each point is the one decoded in one call,
+  up to the last bits of a program compiled for fewer items."""
+  codec, fns, target, keys, w_p = setup()
+  mesh = grid.grid_mesh(1, jax.devices()[:1])
+  cfg = sampler.DCICConfig(num_steps=N, w_p=w_p, **MODES["project"])
+  k_d, k_p = np.array([0, 0.5, 1, 0, 1.0]), np.array([0, 0, 0, 1, 1.0])
+  calls = []
+  split = grid.GridDecoder(EPS_FN, fns, SCHEDULE, cfg)
+  real = split._concurrently  # pylint: disable=protected-access
+  monkeypatch.setattr(split, "_concurrently", lambda m, args: calls.append(len(args)) or real(m, args))
+  parts = np.asarray(split(None, codec.params, target, keys, k_d, k_p, mesh=mesh))
+  whole = np.asarray(grid.GridDecoder(EPS_FN, fns, SCHEDULE, cfg, host_parts=1)(
+      None, codec.params, target, keys, k_d, k_p, mesh=mesh))
+  assert calls == [2] and parts.shape == whole.shape == (5, 1, 64, 64, 3)
+  np.testing.assert_allclose(parts, whole, rtol=0, atol=1e-5)
+  assert np.abs(parts[0] - parts[2]).max() > 0.01  # the points differ
+
+
 def test_one_trace_for_every_grid_of_the_same_shape():
   codec, _, target, keys, _ = setup()
   dec = decoder("project")
