@@ -1,5 +1,6 @@
 """The integer hyper-synthesis: exact, order-independent, and close to the float network; files of
 format versions 1–2 keep the grids they were written with."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -177,6 +178,21 @@ def test_xla_program_refuses_inexact_ranges(codec):
   import pytest
   with pytest.raises(OverflowError, match="exact float64"):
     codec._h_s_int(_z_hat(codec) * 2.0**30)
+
+
+def test_an_image_beyond_the_exact_range_is_one_user_error(codec, image):
+  """A model whose h_s would leave the exact range on an image (here: a first-layer bias of 1e6)
+  refuses to code it with a UserError (the command line's one `error:` line), not a trace."""
+  import pytest
+  from dcic_jax.codecs import codec as codec_lib
+  from dcic_jax.errors import UserError
+  params = jax.tree.map(np.asarray, codec.params)
+  layer = params["h_s_net"]["layer0"]
+  layer = layer.get("conv", layer)
+  layer["bias"] = layer["bias"] + np.float32(1e6)
+  big = codec_lib.Codec(codec.codec_id, codec.config, params, codec.tables)
+  with pytest.raises(UserError, match="cannot code this image exactly"):
+    big.compress(image)
 
 
 def test_without_a_cpu_backend_the_numpy_reference_runs(codec, monkeypatch):

@@ -309,7 +309,10 @@ class Codec:
     h, w = image_HW3.shape[:2]
     if not (1 <= h <= bitstream.MAX_SIZE and 1 <= w <= bitstream.MAX_SIZE):
       raise UserError(f"image size {h}x{w} is outside 1..{bitstream.MAX_SIZE} pixels per side")
-    (hp, wp), z_sym, y_sym, index = self.for_version(version).encode_latents(image_HW3)
+    try:
+      (hp, wp), z_sym, y_sym, index = self.for_version(version).encode_latents(image_HW3)
+    except OverflowError as e:  # the exactness bound of the integer entropy networks (fixed_point.py)
+      raise UserError(f"this model cannot code this image exactly: {e}") from None
     z_idx = np.broadcast_to(np.arange(z_sym.shape[-1]), z_sym.shape)
     enc = coder.Encoder()  # one string: z, then each part of y (the decoder needs them in this order)
     enc.encode(z_sym, z_idx, self.z_tables)
