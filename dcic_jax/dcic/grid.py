@@ -13,7 +13,7 @@ K_D and K_P are traced arrays, so every grid of the same length reuses one compi
 
 On one CPU device the grid is cut into `host_parts` equal parts that run as concurrent calls of one
 compiled program, on threads of this process: XLA:CPU keeps only about one core busy with a batch-1
-UNet and codec, so the parts fill the others (the demo's grid call: 0.61× the time on 2 cores;
+UNet and codec, so the parts fill the others (the demo's grid call: ~0.7× the time on 2 cores;
 docs/benchmarks.md). Each item is the same function of its inputs either way; the parts' programs
 are compiled for fewer items, which may round differently in the last bits (5e-7 measured).
 Multi-host: call `jax.distributed.initialize()` first; the mesh spans the global devices and the
