@@ -148,6 +148,10 @@ def test_one_cpu_device_runs_the_grid_as_concurrent_parts_of_the_same_points(mon
   assert calls == [2] and parts.shape == whole.shape == (5, 1, 64, 64, 3)
   np.testing.assert_allclose(parts, whole, rtol=0, atol=1e-5)
   assert np.abs(parts[0] - parts[2]).max() > 0.01  # the points differ
+  # Chunks of 2: the grid is padded to whole chunks in every part (5 points: 4 + 4, not 3 + 3).
+  chunked = np.asarray(grid.GridDecoder(EPS_FN, fns, SCHEDULE, cfg, chunk=2)(
+      None, codec.params, target, keys, k_d, k_p, mesh=mesh))
+  np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-5)
 
 
 def test_one_trace_for_every_grid_of_the_same_shape():

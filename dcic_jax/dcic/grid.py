@@ -118,42 +118,41 @@ class GridDecoder:
     mesh = grid_mesh(num_images) if mesh is None else mesh
     if num_images % mesh.shape["data"]:
       raise ValueError(f"{num_images} images do not split over a data axis of {mesh.shape['data']}")
-    # Pad the grid (repeating its last point; trimmed below) so every device gets whole chunks.
+    # Pad the grid (repeating its last point; trimmed below) so every device gets whole chunks,
+    # in each of `parts` equal concurrent calls.
     per_device_images = num_images // mesh.shape["data"]
     step = mesh.shape["grid"] * (self.chunk // math.gcd(self.chunk, per_device_images))
-    pad = -len(k_d) % step
-    k_d_p = np.concatenate([k_d, np.repeat(k_d[-1:], pad)])
-    k_p_p = np.concatenate([k_p, np.repeat(k_p[-1:], pad)])
+    parts = self._parts(mesh, -(-len(k_d) // step))
+    pad = -len(k_d) % (step * parts)
+    k_d_p = np.concatenate([k_d, np.repeat(k_d[-1:], pad)]).reshape(parts, -1)
+    k_p_p = np.concatenate([k_p, np.repeat(k_p[-1:], pad)]).reshape(parts, -1)
     rep, data, grid = _shardings(mesh)
     prior_params, codec_params = jax.device_put((prior_params, codec_params), rep)
     targets, keys = jax.device_put((targets, jnp.asarray(keys)), data)
-    padded, parts = len(k_d_p), self._parts(mesh, len(k_d_p))
-    total = -(-padded // parts) * parts  # the grid padded again to equal parts
-    k_d_p = np.concatenate([k_d_p, np.repeat(k_d_p[-1:], total - len(k_d_p))]).reshape(parts, -1)
-    k_p_p = np.concatenate([k_p_p, np.repeat(k_p_p[-1:], total - len(k_p_p))]).reshape(parts, -1)
     args = [(prior_params, codec_params, targets, keys) + jax.device_put((k_d_p[i], k_p_p[i]), grid)
             for i in range(parts)]
     with contextlib.ExitStack() as stack:
       stack.enter_context(jax.threefry_partitionable(True))
       if self._progress:
         self._bar = stack.enter_context(tqdm.tqdm(
-            total=self._steps * total * num_images, desc="DCIC decode", unit="step"))
+            total=self._steps * k_d_p.size * num_images, desc="DCIC decode", unit="step"))
       try:
         if parts == 1:
           out = self._compiled(mesh)(*args[0])
           out.block_until_ready()
         else:
-          out = jnp.concatenate(self._concurrently(mesh, args))[:padded]
+          out = jnp.concatenate(self._concurrently(mesh, args))
       finally:
         self._bar = None
     return out[:len(k_d)] if trim else out
 
-  def _parts(self, mesh, points: int) -> int:
-    """How many concurrent calls: `host_parts` on a one-device CPU mesh of one process, else 1."""
+  def _parts(self, mesh, units: int) -> int:
+    """How many concurrent calls: `host_parts` (at most one per `units` of whole chunks) on a
+    one-device CPU mesh of one process, else 1."""
     device = mesh.devices.flat[0]
     if mesh.devices.size != 1 or device.platform != "cpu" or jax.process_count() != 1:
       return 1
-    return max(1, min(self.host_parts, points))
+    return max(1, min(self.host_parts, units))
 
   def _concurrently(self, mesh, args: list) -> list:
     """The parts as concurrent calls of one ahead-of-time compiled program (compiled once, before
