@@ -289,7 +289,7 @@ class TCMCodec(Codec):
   def _both(self, mean_call: tuple, scale_call: tuple, **kwargs):
     """The mean and the scale network at once, the scale one on a second thread. Why: XLA:CPU
     runs each float64 product of these small networks on about one core; two programs at once keep
-    both cores busy (encode + decode ~1.2× faster on this 2-core CPU, bench_tcm_import.py)."""
+    both cores busy (encode + decode 0.90× the time on this 2-core CPU; docs/tcm.md)."""
     scale = _PAIR_POOL.submit(self._on_cpu, *scale_call, **kwargs)
     return self._on_cpu(*mean_call, **kwargs), scale.result()
 
