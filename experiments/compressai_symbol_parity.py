@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 
 import numpy as np
+import tqdm
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 IMAGES = ["kodim04_crop.png", "kodim15_crop.png", "kodim23_crop.png"]
@@ -164,14 +165,20 @@ def main() -> None:
         "| max abs(Δmu) | mean abs(Δmu) | mean before the 2^-12 rounding | z symbols differing "
         "| largest max abs(a)·Σ abs(w) (limit) |")
   print("|---|---|---|---|---|---|---|---|---|---|")
+  models = tqdm.tqdm(total=len(args.archs.split(",")) * len(args.shapes.split(",")) * len(seeds),
+                     desc="models", unit="model")  # each: CompressAI's run in the worker, then ours
   for arch in args.archs.split(","):
     for shape in args.shapes.split(","):
-      per_seed = [rows(arch, reference(args.ref_python, arch, shape, seed, paths), images, extra) for seed in seeds]
+      per_seed = []
+      for seed in seeds:
+        per_seed.append(rows(arch, reference(args.ref_python, arch, shape, seed, paths), images, extra))
+        models.update()
       for runs in zip(*per_seed):
         label, diff, total, mx, mean, fine, z_diff, bound, limit = _sum_seeds(runs)
         margin = "" if np.isnan(bound) else f"{bound:,.0f} ({limit:,.0f})"
         print(f"| {arch} | {shape} | {label} | {diff:,} of {total:,} | {diff / total:.1e} | {mx:.2e} | {mean:.2e} "
               f"| {fine:.2e} | {z_diff} | {margin} |", flush=True)
+  models.close()
 
 
 if __name__ == "__main__":
