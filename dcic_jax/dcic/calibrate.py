@@ -91,8 +91,11 @@ def weights_or_calibrate(info: dict, variant: str, mode: str, codec, decoded: li
                          name: str) -> tuple[tuple[float, float], str | None]:
   """((w_D, w_P), note): `weights`, except that a penalty mode meeting a codec without stored
   constants calibrates it on the files being decoded (their own x̂_b, seed 0) and says so, since
-  w_P = 1 would give K_P another meaning for every codec. The `project` mode uses neither."""
-  if mode == "project" or f"w_p_{variant}" in info.get("dcic", {}):
+  w_P = 1 would give K_P another meaning for every codec. The `project` mode uses neither, and
+  gets (1, 1), so that codecs of one architecture share one compiled decoder (`decode.py`)."""
+  if mode == "project":
+    return (1.0, 1.0), None
+  if f"w_p_{variant}" in info.get("dcic", {}):
     return weights(info, variant), None
   w_p = float(np.median(ratios_of_decoded(codec, decoded, variant)))
   return (1.0, w_p), (f"note: {name} has no DCIC calibration; w_P = {w_p:.4g} from the "

@@ -1,4 +1,6 @@
 """From decoded .dcic files to DCIC images: glue between the codec, the prior and the grid decoder."""
+import functools
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -12,10 +14,19 @@ from dcic_jax.errors import UserError
 
 def make_grid_decoder(codec, prior, cfg: DCICConfig, chunk: int = 1,
                       progress: bool = False) -> GridDecoder:
-  """A `GridDecoder` for a `codecs.codec.Codec` and a `diffusion.prior.Prior`."""
+  """A `GridDecoder` for a `codecs.codec.Codec` and a `diffusion.prior.Prior`.
+
+  Shared by every codec of one architecture (equal Flax modules; the weights are arguments of
+  the call): the demo's three rates compile one program, not three (~10 s each on 2 cores).
+  """
   if cfg.num_steps > prior.schedule.num_steps:
     raise UserError(f"{cfg.num_steps} steps: the prior has only {prior.schedule.num_steps}")
-  return GridDecoder(prior.eps_fn, constraints.CodecFns.from_module(codec.module),
+  return _shared_decoder(prior, codec.module, cfg, chunk, progress)
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_decoder(prior, module, cfg: DCICConfig, chunk: int, progress: bool) -> GridDecoder:
+  return GridDecoder(prior.eps_fn, constraints.CodecFns.from_module(module),
                      respace(prior.schedule, cfg.num_steps), cfg, chunk, progress)
 
 
