@@ -72,6 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dcic.margin = 0.05               # the final idempotence projection aims this far inside each quantisation cell
   config.dcic.cg_iters = 4                # conjugate-gradient iterations of each idempotence step
   config.dcic.data_std = 0.5              # std of the data in [-1, 1] units, for the variance of x0 given x_t
+  config.dcic.idem_draw = False           # idempotence step draws the latents from their truncated normals (posterior sampling) instead of taking their mean
   # schedule and dps modes (the penalty form, calibrated weights w_D, w_P from codec.json):
   config.dcic.grad = "xt"                 # "xt": gradient through eps_theta; "x0": through the codec only (cheaper)
   config.dcic.inner_steps = 1             # G: inner optimiser steps per reverse step

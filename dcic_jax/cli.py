@@ -176,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument("--margin", type=number(low=0.0), default=defaults.margin,
                  help="project: how far inside its cell the final projection puts each latent")
   g.add_argument("--cg-iters", type=number(int, 1), default=defaults.cg_iters, help="project: CG iterations per step")
+  g.add_argument("--idem-draw", action="store_true",
+                 help="project: draw the latents from their truncated normals (posterior sampling) instead of their mean")
   g.add_argument("--grad", choices=("xt", "x0"), default=defaults.grad, help="schedule: gradient through")
   g.add_argument("--inner", dest="inner_steps", type=number(int, 0), default=defaults.inner_steps,
                  help="schedule: inner optimiser steps G")

@@ -225,3 +225,20 @@ def test_idempotence_lands_near_the_posterior_end_of_the_bound(name):
   assert d < slack * toy.dp_bound(p, d_star, np.sqrt(d_star)), (d / d_star, p / d_star)
   prior_d = np.mean((out[0] - x) ** 2)               # K = 0: an independent prior draw
   assert prior_d > 2 * d
+
+
+def test_drawing_the_latents_makes_dcic_rp_the_gaussian_source_s_posterior_sample():
+  """With `idem_draw` each step's x̂0 is a draw of x0 | x_t, cells (exact for a Gaussian x0 and
+  the toy codec), so DCIC_RP is the bound's P = 0 end, the posterior sample at (2D*, 0), where
+  the conditional mean stops short of it (the test above)."""
+  source, codec, x, target, out = _setup("gauss")
+  dec = grid.GridDecoder(analytic.eps_fn(source, FULL), codec.fns, schedules.respace(FULL, N_STEPS),
+                         sampler.DCICConfig(num_steps=N_STEPS, eta=1.0, idem_draw=True))
+  keys = sampler.header_key((1 << 40) + 3)[None]
+  x_hat = np.asarray(dec(None, codec.params(STEP), target, keys, np.zeros(1), np.ones(1)))[0, 0]
+  d_star = codec.theory(STEP)[0].d_star
+  d, p = np.mean((x_hat - x) ** 2) / d_star, analytic.w2_sq_to_atoms(source, x_hat) / d_star
+  mean_d, mean_p = np.mean((out[8] - x) ** 2) / d_star, analytic.w2_sq_to_atoms(source, out[8]) / d_star
+  print(f"DCIC_RP drawn: D/D* = {d:.3f}, P/D* = {p:.4f}; mean: {mean_d:.3f}, {mean_p:.4f}")
+  assert 1.85 < d < 2.15 and p < 0.05 and p < mean_p, (d, p, mean_d, mean_p)
+  assert np.all(np.round(x_hat / STEP) == np.asarray(target.y_hat[0]))

@@ -141,17 +141,56 @@ def truncated_normal_mean(mean: jax.Array, std: jax.Array, lo: jax.Array,
   return jnp.clip(mean + std * e, lo, hi)
 
 
+def truncated_normal_sample(key: jax.Array, mean: jax.Array, std: jax.Array, lo: jax.Array,
+                            hi: jax.Array) -> jax.Array:
+  """A draw of v ~ N(mean, std²) given lo ≤ v ≤ hi, elementwise, by inverting the CDF in float32.
+
+  In standard units a, b = (lo, hi − mean)/std, reflected so that a + b ≥ 0: a box that holds
+  the mode inverts Φ, one right of it inverts the upper tail Φc (no cancellation), and one beyond
+  5 standard deviations solves log Φc(x) = log Φc(a) + log(1 − w·(1 − Φc(b)/Φc(a))) by Newton
+  from the exponential tail's answer (Φc underflows there). A box much narrower than std is
+  sampled uniformly (its density is flat to first order).
+  """
+  w = jax.random.uniform(key, mean.shape, mean.dtype, 1e-7, 1.0 - 1e-7)
+  safe_std = jnp.where(std > 0, std, 1.0)
+  a, b = (lo - mean) / safe_std, (hi - mean) / safe_std
+  flip = a + b < 0
+  a, b = jnp.where(flip, -b, a), jnp.where(flip, -a, b)
+  ndtr, ndtri = jax.scipy.special.ndtr, jax.scipy.special.ndtri
+  # The mode inside: invert Φ. Right of the mode, up to 5σ: invert Φc.
+  pa, pb = ndtr(a), ndtr(b)
+  x_mode = ndtri(pa + w * (pb - pa))
+  qa, qb = ndtr(-a), ndtr(-b)
+  x_tail = -ndtri(qa - w * (qa - qb))
+  # Far right: log Φc(x) = L(x) − log 2 with L(x) = log erfcx(x/√2) − x²/2, L' = −√(2/π)/erfcx.
+  a_far = jnp.maximum(a, 5.0)
+  b_far = jnp.maximum(b, a_far)
+  L = lambda x: jnp.log(erfcx(x / jnp.sqrt(2.0))) - 0.5 * x * x
+  goal = L(a_far) + jnp.log1p(-w * -jnp.expm1(L(b_far) - L(a_far)))
+  x_far = a_far - (goal - L(a_far)) / a_far
+  for _ in range(2):
+    x_far = x_far + (L(x_far) - goal) * erfcx(x_far / jnp.sqrt(2.0)) / jnp.sqrt(2.0 / jnp.pi)
+  x = jnp.where(a <= 0, x_mode, jnp.where(a <= 5.0, x_tail, x_far))
+  x = jnp.where(b - a < 1e-3, a + w * (b - a), x)
+  x = jnp.where(flip, -x, x)
+  return jnp.where(std > 0, jnp.clip(mean + std * x, lo, hi), jnp.clip(mean, lo, hi))
+
+
 def conditional_mean(codec: CodecFns, codec_params: Any, u: jax.Array, target: Target,
-                     var: jax.Array, gain: jax.Array, cg_iters: int = 4) -> jax.Array:
-  """E[u0 | Q(g_a(u0)) = ŷ] for u0 ~ N(u, var·I), with g_a linear around u.
+                     var: jax.Array, gain: jax.Array, cg_iters: int = 4,
+                     key: jax.Array | None = None) -> jax.Array:
+  """E[u0 | Q(g_a(u0)) = ŷ] for u0 ~ N(u, var·I), with g_a linear around u; with `key`, a draw.
 
   y = g_a(u0) is then N(g_a(u), var·J·Jᵀ); with that covariance taken diagonal (var·`gain`), each
-  latent's mean given its cell is a truncated-normal mean ȳ, and the least-norm δ with
-  J·δ = ȳ − y (CG on J·Jᵀ) carries u there.
+  latent's mean given its cell is a truncated-normal mean ȳ (with `key`: a draw from that
+  truncated normal, which makes the step a posterior sample of a Gaussian x0), and the
+  least-norm δ with J·δ = ȳ − y (CG on J·Jᵀ) carries u there.
   """
   lo, hi = cell_bounds(target)
   y, jvp, vjp = _linearised_g_a(codec, codec_params, u)
-  y_bar = truncated_normal_mean(y, jnp.sqrt(var * gain), lo, hi)
+  std = jnp.sqrt(var * gain) * jnp.ones_like(y)
+  y_bar = (truncated_normal_mean(y, std, lo, hi) if key is None
+           else truncated_normal_sample(key, y, std, lo, hi))
   lam = conjugate_gradient(lambda w: jvp(vjp(w)), y_bar - y, cg_iters)
   return u + vjp(lam)
 

@@ -9,6 +9,7 @@ pairs), with N respaced steps and the key from the header seed:
       u = x̂0(x_t)                                              the prior's estimate
       u ← u + K_D·(Π_B(u) − u)                                   distortion: toward the ball B
       u ← u + K_P·(E[u0 | Q(g_a(u0)) = ŷ, u0 ~ N(u, v_t·I)] − u)   idempotence: toward the cells
+                                                    (`idem_draw`: a draw of u0 instead of its mean)
       then the DDIM(η) step from x_t with x̂0 = u.
     schedule mode: G inner optax steps on
         L(x) = K_D·w_D·ℓ_D(x̂0(x)) + K_P·w_P·ℓ_P(x̂0(x)) + λ·‖x − x⁰‖²,   step η₀·√ᾱ_t
@@ -37,7 +38,8 @@ grid of them reuses one compiled program.
 Noise is threefry2x32 with `jax_threefry_partitionable` pinned on (the header's PRNG tag), so the
 noise does not depend on the device count or on a future change of JAX defaults. Keys:
 fold_in(key, N+1) start noise, fold_in(key, i) step i's noise, fold_in(key, N+2) and N+3 the
-probes of `projections.latent_gain` and `projections.quantisation_error`.
+probes of `projections.latent_gain` and `projections.quantisation_error`, fold_in(key, N+3+i)
+step i's latent draws (`idem_draw` only).
 """
 import dataclasses
 from typing import Any, Callable
@@ -75,6 +77,8 @@ class DCICConfig:
   margin: float = 0.05          # the final idempotence projection aims this far inside each cell (latent units)
   cg_iters: int = 4             # conjugate-gradient iterations of each idempotence step
   data_std: float = 0.5         # σ of the data in [−1, 1] units, for the x̂0 variance v_t
+  idem_draw: bool = False       # idempotence step: draw the latents from their truncated normals
+                                # (posterior sampling) instead of taking their mean (docs/dcic.md)
   # schedule and dps modes (penalty form):
   inner_steps: int = 1          # G: optax steps per outer step (schedule mode)
   grad: str = "xt"              # "xt": gradient through ε_θ; "x0": through the codec only (schedule mode)
@@ -240,8 +244,10 @@ def make_decode_one(eps_fn: EpsFn, codec: CodecFns, schedule: Schedule, cfg: DCI
       c = step_coefs(schedule, i)
       z = step_noise(key, i, shape)
       u = predict_x0(x_t, eps_fn(prior_params, x_t, t_B), c)
+      draw_key = jax.random.fold_in(key, n + 3 + i) if cfg.idem_draw else None
       u = project(u, lambda v: projections.conditional_mean(codec, codec_params, v, target,
-                                                            x0_var[i - 1], gain, cfg.cg_iters))
+                                                            x0_var[i - 1], gain, cfg.cg_iters,
+                                                            draw_key))
       return ddim_step_from_x0(x_t, jnp.clip(u, -1.0, 1.0), i, z, schedule, cfg.eta)
 
     if cfg.mode == "project":
