@@ -161,3 +161,22 @@ def test_small_input_convolution_is_lax_s(hw, stride, padding):
   loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
   for g_ours, g_ref in zip(jax.grad(loss(ours), (0, 1))(x, w), jax.grad(loss(ref), (0, 1))(x, w)):
     np.testing.assert_allclose(g_ours, g_ref, atol=1e-4)
+
+
+def test_eps_fn_runs_a_cpu_batch_as_slices_with_the_batch_s_numbers(monkeypatch):
+  """make_eps_fn cuts a batch into `cpu_batch_parts` independent slices on a CPU (concurrent
+  there); ε and (ε, v) are those of the whole batch, and one image stays one call."""
+  assert unet.cpu_batch_parts(1) == 1 and unet.cpu_batch_parts(6) in (1, 2, 3, 6)
+  monkeypatch.setattr(unet.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+  assert [unet.cpu_batch_parts(b) for b in (1, 2, 3, 4, 6)] == [1, 2, 1, 2, 2]
+  params = unet.random_params(TINY, seed=0)
+  x, t = _x((4, 8, 8, 3), 3), jnp.array([1, 300, 600, 999])
+  eps_fn = unet.make_eps_fn(unet.UNet(TINY))
+  whole = unet.UNet(TINY).apply({"params": params}, x, t)
+  np.testing.assert_allclose(jax.jit(eps_fn)(params, x, t), whole, atol=1e-5)
+  eps, v = jax.jit(eps_fn.eps_and_v)(params, x, t)
+  np.testing.assert_allclose(eps, whole, atol=1e-5)
+  assert v.shape == x.shape
+  one = jax.make_jaxpr(eps_fn)(params, x[:1], t[:1])
+  two = jax.make_jaxpr(eps_fn)(params, x[:2], t[:2])
+  assert len(two.eqns) > len(one.eqns)   # two slices: two copies of the network
