@@ -142,3 +142,23 @@ def test_dry_run_prints_the_study_size_and_an_estimate(exports, capsys):
   out = capsys.readouterr().out
   assert "1 rates x 4 (K_D, K_P) points x 2 images = 8 decodes" in out
   assert "estimate:" in out
+
+
+def test_codecs_of_one_architecture_share_one_compiled_decoder(exports):
+  """The pipeline decodes each rate with `make_grid_decoder`: same architecture, prior and
+  settings give the one decoder (one compiled program); another setting or prior a new one.
+  The project mode takes no calibration constants, so the rates' settings agree."""
+  from dcic_jax.codecs import codec as codec_lib
+  from dcic_jax.dcic import calibrate, sampler
+  from dcic_jax.dcic.decode import make_grid_decoder
+  from dcic_jax.diffusion.prior import load_prior
+  q1, q3 = (codec_lib.load(exports / f"bmshj2018-q{q}") for q in (1, 3))
+  prior = load_prior("analytic:0.5")
+  weights = calibrate.weights_or_calibrate({"dcic": {"w_d": 1.0, "w_p_reconstruction": 7.0}},
+                                           "reconstruction", "project", q1, [], "q1")
+  assert weights == ((1.0, 1.0), None)
+  cfg = sampler.DCICConfig(num_steps=3)
+  dec = make_grid_decoder(q1, prior, cfg)
+  assert make_grid_decoder(q3, prior, cfg) is dec
+  assert make_grid_decoder(q3, prior, sampler.DCICConfig(num_steps=3, ball=0.5)) is not dec
+  assert make_grid_decoder(q3, load_prior("analytic:0.5"), cfg) is not dec
