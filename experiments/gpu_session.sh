@@ -7,6 +7,9 @@
 #   3. experiments/bench_dcic.py: the decoder against its compute floor, 3x3 grid vs nine calls,
 #      and the 768x512 decode's peak memory;
 #   4. (TRANSFORMER_MIN > 0) the transformer and hybrid codec ladders (swint-charm, tcm; N=48, M=64);
+#   0. (STUDY=1, first) experiments/gpu_study.py: DCIC and the Idempotence decoder with the
+#      CelebA-HQ DDPM UNet at 256² (seconds per image, a 5x5 grid's images/s, memory, bfloat16),
+#      then bench_unet.py's train step against diffusers with that UNet's layout at 256²;
 #   5. (PRIOR_MIN > 0) the shipped diffusion prior's architecture trained on the GPU for PRIOR_MIN
 #      minutes (constant learning rate after warm-up, so the run cut off at step k equals
 #      `--steps k`), exported to $OUT/prior.tar (tar xf it: prior_export/).
@@ -19,8 +22,9 @@
 # training photos (default: runs/photos_half, made by experiments/half_photos.py),
 # LADDER_MIN=minutes per codec ladder, LADDER_ARGS=more train_ladder.py flags (they win),
 # TRANSFORMER_MIN=minutes per transformer ladder (0: skip), PRIOR_MIN=minutes of prior training
-# (0: skip), BENCH=all|memory|none (memory: only bench_dcic's 768x512 memory part, ADM-like UNet).
-# Parts run in the order: prior, transformer ladders, CNN ladders, benchmarks.
+# (0: skip), BENCH=all|memory|none (memory: only bench_dcic's 768x512 memory part, ADM-like UNet),
+# STUDY=1 (the GPU study first; about 10 minutes).
+# Parts run in the order: study, prior, transformer ladders, CNN ladders, benchmarks.
 set -u
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
@@ -31,6 +35,7 @@ LADDER_MIN=${LADDER_MIN:-3.0}
 TRANSFORMER_MIN=${TRANSFORMER_MIN:-0}
 PRIOR_MIN=${PRIOR_MIN:-0}
 BENCH=${BENCH:-all}
+STUDY=${STUDY:-0}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 left() { echo $((BUDGET - ($(date +%s) - T0))); }
@@ -46,6 +51,20 @@ else
 fi
 nvidia-smi -L 2>&1 | tee -a "$OUT/session.txt"
 python3 -c "import jax, flax, optax, orbax.checkpoint as o; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'orbax', o.__version__, jax.devices())" 2>&1 | tee -a "$OUT/session.txt"
+
+if [ "$STUDY" = 1 ]; then
+  log "gpu_study"
+  timeout $(($(left) - 10)) python3 experiments/gpu_study.py 2>&1 | squeeze | tee "$OUT/gpu_study.txt"
+  log "gpu_study rc=${PIPESTATUS[0]}"
+  if [ "$(left)" -gt 90 ]; then
+    log "bench_unet, the CelebA-HQ DDPM layout at 256²"
+    XLA_PYTHON_CLIENT_MEM_FRACTION=0.5 timeout $(( $(left) > 200 ? 150 : $(left) - 30 )) \
+      python3 experiments/bench_unet.py --base-channels 128 --channel-mult 1,1,2,2,4,4 --image-size 256 \
+      --batch 8 --num-res-blocks 2 --attention-levels 4 --scale-shift 0 --steps 10 --warmup 2 \
+      --sample-size 256 --sample-batch 1 2>&1 | tee "$OUT/bench_unet_celebahq256.txt"
+    log "bench_unet rc=${PIPESTATUS[0]}"
+  fi
+fi
 
 if [ "$PRIOR_MIN" != 0 ]; then
   # The shipped prior's recipe (experiments/train_shipped_prior.sh: photos 000-044, 045-049 held
