@@ -72,3 +72,22 @@ def test_folder_crops_are_reproducible(tmp_path):
   from dcic_jax.errors import UserError
   with pytest.raises(UserError, match="no image of at least"):
     next(train.folder_crops(str(tmp_path), 64, 1, seed=0))
+
+
+def test_a_cpu_batch_trains_as_concurrent_slices_with_the_same_step(monkeypatch):
+  """The step runs a CPU batch as `cpu_batch_parts` slices (concurrent there), with the whole
+  batch's loss and gradient (no dropout here: with it, each slice draws its own mask)."""
+  import jax.numpy as jnp
+  import optax
+  from dcic_jax.diffusion import unet
+  cfg = unet.UNetConfig(**{**TINY_UNET, "dropout": 0.0, "remat": False})
+  schedule = schedules.make_schedule("linear", 1000)
+  state = train.create_train_state(cfg, optax.sgd(0.1), jax.random.key(0))
+  x0 = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 3)), jnp.float32)
+  metrics = {}
+  for parts in (1, 2):
+    monkeypatch.setattr(train, "cpu_batch_parts", lambda b, parts=parts: parts)
+    step = jax.jit(train.make_train_step(unet.UNet(cfg), optax.sgd(0.1), schedule, 0.9))
+    metrics[parts] = jax.device_get(step(state, x0, jax.random.key(1))[1])
+  np.testing.assert_allclose(metrics[2]["loss"], metrics[1]["loss"], rtol=1e-6)
+  np.testing.assert_allclose(metrics[2]["grad_norm"], metrics[1]["grad_norm"], rtol=1e-5)
