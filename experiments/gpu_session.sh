@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # One short GPU session, prepared to run unattended within a fixed wall-clock budget:
+#   0. (STUDY=1, first) experiments/gpu_study.py: DCIC and the Idempotence decoder with the
+#      CelebA-HQ DDPM UNet at 256² (seconds per image, a 5x5 grid's images/s, memory, bfloat16),
+#      then bench_unet.py's train step against diffusers with that UNet's layout at 256²;
 #   1. trains the shipped CNN codec ladders (bmshj2018 and mbt2018-mean, q1-q4, N=M=64) on
 #      2x-downsampled photos (experiments/train_ladder.py), keeping their parameters as .npz;
 #   2. experiments/bench_unet.py: our UNet's train step against diffusers' UNet2DModel on the same
@@ -7,9 +10,6 @@
 #   3. experiments/bench_dcic.py: the decoder against its compute floor, 3x3 grid vs nine calls,
 #      and the 768x512 decode's peak memory;
 #   4. (TRANSFORMER_MIN > 0) the transformer and hybrid codec ladders (swint-charm, tcm; N=48, M=64);
-#   0. (STUDY=1, first) experiments/gpu_study.py: DCIC and the Idempotence decoder with the
-#      CelebA-HQ DDPM UNet at 256² (seconds per image, a 5x5 grid's images/s, memory, bfloat16),
-#      then bench_unet.py's train step against diffusers with that UNet's layout at 256²;
 #   5. (PRIOR_MIN > 0) the shipped diffusion prior's architecture trained on the GPU for PRIOR_MIN
 #      minutes (constant learning rate after warm-up, so the run cut off at step k equals
 #      `--steps k`), exported to $OUT/prior.tar (tar xf it: prior_export/).

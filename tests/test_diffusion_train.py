@@ -86,7 +86,7 @@ def test_a_cpu_batch_trains_as_concurrent_slices_with_the_same_step(monkeypatch)
   x0 = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 3)), jnp.float32)
   metrics = {}
   for parts in (1, 2):
-    monkeypatch.setattr(train, "cpu_batch_parts", lambda b, parts=parts: parts)
+    monkeypatch.setattr(unet, "cpu_batch_parts", lambda b, parts=parts: parts)
     step = jax.jit(train.make_train_step(unet.UNet(cfg), optax.sgd(0.1), schedule, 0.9))
     metrics[parts] = jax.device_get(step(state, x0, jax.random.key(1))[1])
   np.testing.assert_allclose(metrics[2]["loss"], metrics[1]["loss"], rtol=1e-6)

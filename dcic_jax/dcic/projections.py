@@ -188,7 +188,7 @@ def conditional_mean(codec: CodecFns, codec_params: Any, u: jax.Array, target: T
   """
   lo, hi = cell_bounds(target)
   y, jvp, vjp = _linearised_g_a(codec, codec_params, u)
-  std = jnp.sqrt(var * gain) * jnp.ones_like(y)
+  std = jnp.sqrt(var * gain)
   y_bar = (truncated_normal_mean(y, std, lo, hi) if key is None
            else truncated_normal_sample(key, y, std, lo, hi))
   lam = conjugate_gradient(lambda w: jvp(vjp(w)), y_bar - y, cg_iters)

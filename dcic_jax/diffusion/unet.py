@@ -461,16 +461,16 @@ def cpu_batch_parts(batch: int) -> int:
   return max(d for d in range(1, min(batch, cores) + 1) if batch % d == 0)
 
 
-def _by_parts(fn: Callable[..., Any]) -> Callable[..., Any]:
-  """fn(params, x_BHWC, t_B) applied to `cpu_batch_parts` slices of the batch and concatenated."""
-  def sliced(params, x_BHWC, t_B):
-    parts = cpu_batch_parts(x_BHWC.shape[0])
-    if parts == 1:
-      return fn(params, x_BHWC, t_B)
-    t_B = jnp.broadcast_to(t_B, x_BHWC.shape[:1])
-    outs = [fn(params, x, t) for x, t in zip(jnp.split(x_BHWC, parts), jnp.split(t_B, parts))]
-    return jax.tree.map(lambda *a: jnp.concatenate(a), *outs)
-  return sliced
+def apply_by_parts(fn: Callable[..., Any], x_BHWC: jax.Array, t_B: jax.Array) -> Any:
+  """fn(x, t, i) on the `cpu_batch_parts` slices of the batch (i: the slice's index), outputs
+  concatenated; fn(x_BHWC, t_B, None) where the batch stays whole. The one place the ε-function
+  and the prior's train step slice a batch."""
+  parts = cpu_batch_parts(x_BHWC.shape[0])
+  if parts == 1:
+    return fn(x_BHWC, t_B, None)
+  t_B = jnp.broadcast_to(t_B, x_BHWC.shape[:1])
+  outs = [fn(x, t, i) for i, (x, t) in enumerate(zip(jnp.split(x_BHWC, parts), jnp.split(t_B, parts)))]
+  return jax.tree.map(lambda *a: jnp.concatenate(a), *outs)
 
 
 def make_eps_fn(model: UNet) -> Callable[[Any, jax.Array, jax.Array], jax.Array]:
@@ -480,10 +480,11 @@ def make_eps_fn(model: UNet) -> Callable[[Any, jax.Array, jax.Array], jax.Array]
   (`learned_sigma.learned_variance_fn` finds it), so the steps that can use σ_θ do. On a CPU a
   batch runs as independent slices (`cpu_batch_parts`).
   """
-  eps_fn = _by_parts(lambda params, x_t_BHWC, t_B: model.apply({"params": params}, x_t_BHWC, t_B))
+  def eps_fn(params, x_t_BHWC, t_B):
+    return apply_by_parts(lambda x, t, _: model.apply({"params": params}, x, t), x_t_BHWC, t_B)
   if model.cfg.learn_sigma:
-    eps_fn.eps_and_v = _by_parts(lambda params, x_t_BHWC, t_B: model.apply(
-        {"params": params}, x_t_BHWC, t_B, with_variance=True))
+    eps_fn.eps_and_v = lambda params, x_t_BHWC, t_B: apply_by_parts(
+        lambda x, t, _: model.apply({"params": params}, x, t, with_variance=True), x_t_BHWC, t_B)
   return eps_fn
 
 
