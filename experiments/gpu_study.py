@@ -102,7 +102,8 @@ def main(argv=None) -> int:
   if args.tiny:
     args.size, args.steps, args.idem_steps, args.grid_steps, args.repeats = 64, "4", 8, 4, 1
   if args.size % 64:
-    raise SystemExit(f"error: --size must be a multiple of 64 (the codec's padding), got {args.size}")
+    print(f"error: --size must be a multiple of 64 (the codec's padding), got {args.size}", file=sys.stderr)
+    return 2
   skip = set(args.skip.split(","))
   study = Study(args)
   n_params = sum(x.size for x in jax.tree.leaves(study.params))
