@@ -18,7 +18,8 @@ When neither this interpreter nor --torch-python can import torch and diffusers,
 reported as unavailable.
 
 `--mode eps` times ε_θ(x, t) (forward) and ∂⟨ε_θ(x, t), v⟩/∂x (the gradient the `xt` and `dps`
-decoders take) against diffusers on the same weights: a torch worker process builds
+decoders take, with the weights prepared once as those decoders do: `unet.prepare_for_input_grads`)
+against diffusers on the same weights: a torch worker process builds
 `UNet2DModel` from the architecture's config.json with random weights, hands its state dict over,
 and ours is converted from it by `convert.convert_state_dict` (ε is compared once). The two sides
 alternate for `--rounds` rounds (each the median of `--repeats` calls), printing each round's
@@ -328,10 +329,13 @@ def eps_benchmarks(args) -> None:
       fwd = jax.jit(eps_fn)
       grad = jax.jit(jax.grad(lambda p, x, t, v, eps_fn=eps_fn: jnp.sum(eps_fn(p, x, t) * v),
                               argnums=1))
+      # A decoder differentiates ε_θ many times over the same weights: it prepares them once.
+      prepare = getattr(eps_fn, "prepare_for_input_grads", lambda p: p)
+      grad_params = jax.block_until_ready(jax.jit(prepare)(params))
       err = float(jnp.max(jnp.abs(fwd(params, x, t) - eps_torch)) / np.max(np.abs(eps_torch)))
-      grad(params, x, t, v).block_until_ready()
+      grad(grad_params, x, t, v).block_until_ready()
       calls[name] = {"fwd": lambda fwd=fwd: fwd(params, x, t).block_until_ready(),
-                     "grad": lambda grad=grad: grad(params, x, t, v).block_until_ready()}
+                     "grad": lambda grad=grad, gp=grad_params: grad(gp, x, t, v).block_until_ready()}
       print(f"{arch}: {info['n_params'] / 1e6:.1f} M parameters, {batch}x{size}x{size}; {name} ε "
             f"vs diffusers: max |Δ| / max |ε| = {err:.1e}")
     print(f"  diffusers: torch {info['torch']}, {info['threads']} threads ({python})")

@@ -180,3 +180,48 @@ def test_eps_fn_runs_a_cpu_batch_as_slices_with_the_batch_s_numbers(monkeypatch)
   one = jax.make_jaxpr(eps_fn)(params, x[:1], t[:1])
   two = jax.make_jaxpr(eps_fn)(params, x[:2], t[:2])
   assert len(two.eqns) > len(one.eqns)   # two slices: two copies of the network
+
+
+@pytest.mark.parametrize("hw, kernel, stride, padding", [
+    ((7, 6), 3, 1, ((1, 1), (1, 1))), ((8, 8), 3, 2, ((0, 1), (0, 1))), ((7, 9), 3, 2, ((1, 1), (1, 1))),
+    ((5, 5), 1, 1, ((0, 0), (0, 0))), ((2, 2), 3, 2, ((1, 1), (1, 1)))])
+def test_convolution_with_a_prepared_grad_kernel_has_autodiff_s_gradients(hw, kernel, stride, padding):
+  """`conv_with_grad_kernel`: the same values as `conv_nhwc`, and the same gradients for x and w
+  (the input's through the prepared reversed kernel, strided and small-input cases included);
+  the prepared kernel itself gets none."""
+  x = jax.random.normal(jax.random.key(0), (2, *hw, 5))
+  w = jax.random.normal(jax.random.key(1), (kernel, kernel, 5, 4))
+  dims = ("NHWC", "HWIO", "NHWC")
+  ref = lambda x, w: unet.conv_nhwc(x, w, (stride, stride), padding, dimension_numbers=dims)
+  ours = lambda x, w, w_rev: unet.conv_with_grad_kernel(x, w, w_rev, (stride, stride), padding)
+  w_rev = unet.reverse_kernel(w)
+  np.testing.assert_array_equal(ours(x, w, w_rev), ref(x, w))
+  loss = lambda f: lambda *a: jnp.sum(jnp.sin(f(*a)))
+  g_x, g_w, g_rev = jax.grad(loss(ours), (0, 1, 2))(x, w, w_rev)
+  r_x, r_w = jax.grad(loss(ref), (0, 1))(x, w)
+  np.testing.assert_allclose(g_x, r_x, atol=1e-4)
+  np.testing.assert_allclose(g_w, r_w, atol=1e-4)
+  assert not np.any(np.asarray(g_rev))
+
+
+def test_grad_ready_params_give_the_same_eps_and_no_kernel_reversal_in_a_loop():
+  """eps_fn on `prepare_for_input_grads(params)`: ε bit for bit and ∂ε/∂x to float rounding, and
+  inside a `lax.scan` of ∂ε/∂x the compiled loop reverses no kernel (it does with plain params:
+  XLA does not hoist the reversals out of the loop)."""
+  cfg = dataclasses.replace(TINY, learn_sigma=False)
+  params = unet.random_params(cfg, seed=0)
+  eps_fn = unet.make_eps_fn(unet.UNet(cfg))
+  ready = eps_fn.prepare_for_input_grads(params)
+  assert ready.grad_kernels["conv_in"]["kernel"].shape == (3, 3, 16, 3)
+  x, v, t = _x((1, 8, 8, 3), 1), _x((1, 8, 8, 3), 2), jnp.array([500])
+  np.testing.assert_array_equal(eps_fn(ready, x, t), eps_fn(params, x, t))
+  grad = lambda p, x: jax.grad(lambda x: jnp.sum(eps_fn(p, x, t) * v))(x)
+  np.testing.assert_allclose(grad(ready, x), grad(params, x), rtol=1e-5, atol=1e-6)
+
+  def loop(p, x):
+    return jax.lax.scan(lambda x, _: (x - 1e-3 * grad(p, x), None), x, None, length=2)[0]
+  opts = {"xla_backend_optimization_level": 0}
+  hlo = {name: jax.jit(loop).lower(p, x).compile(compiler_options=opts).as_text()
+         for name, p in (("plain", params), ("ready", ready))}
+  reversals = {name: sum(" reverse(" in line for line in text.splitlines()) for name, text in hlo.items()}
+  assert reversals["plain"] > 0 and reversals["ready"] == 0, reversals

@@ -165,6 +165,9 @@ def make_decode_one(eps_fn: EpsFn, codec: CodecFns, schedule: Schedule, cfg: DCI
 
   def decode(prior_params, codec_params, target: Target, key_data, k_d, k_p):
     key = jax.random.wrap_key_data(key_data, impl=PRNG_IMPL)
+    if cfg.mode == "dps" or (cfg.mode == "schedule" and cfg.grad == "xt"):
+      # These steps differentiate ε_θ with respect to x: its kernels are prepared once, here.
+      prior_params = getattr(eps_fn, "prepare_for_input_grads", lambda p: p)(prior_params)
     target = jax.tree.map(lambda a: a[None], target)           # batch of one: [1, ...]
     shape = target.x_b.shape
 
