@@ -147,11 +147,16 @@ def test_config_from_a_config_dict_and_bad_values():
 
 @pytest.mark.parametrize("hw, stride, padding", [((1, 1), 1, ((1, 1), (1, 1))), ((2, 2), 1, ((1, 1), (1, 1))),
                                                  ((2, 2), 2, ((1, 1), (1, 1))), ((2, 3), 2, ((0, 1), (0, 1))),
-                                                 ((1, 1), 2, ((0, 1), (0, 1)))])
+                                                 ((1, 1), 2, ((0, 1), (0, 1))), ((4, 4), 1, ((1, 1), (1, 1))),
+                                                 ((8, 8), 2, ((0, 1), (0, 1))), ((8, 8), 1, ((1, 1), (1, 1)))])
 def test_small_input_convolution_is_lax_s(hw, stride, padding):
-  """`unet.conv_nhwc` (a patch matrix product on inputs smaller than the kernel) gives lax's values
-  and gradients, empty-output and padding edge cases included."""
+  """`unet.conv_nhwc` (a patch matrix product where the output has at most 64 pixels) gives lax's
+  values and gradients, empty-output and padding edge cases included."""
   from dcic_jax.diffusion.unet import conv_nhwc
+  out = unet._patch_product_output((2, *hw, 5), (3, 3, 5, 4), (stride, stride), padding)
+  assert out is None or out[0] * out[1] <= unet.SMALL_CONV_PIXELS
+  assert unet._patch_product_output((1, 8, 8, 5), (3, 3, 5, 4), (1, 1), ((1, 1), (1, 1))) == (8, 8)
+  assert unet._patch_product_output((1, 9, 8, 5), (3, 3, 5, 4), (1, 1), ((1, 1), (1, 1))) is None
   x = jax.random.normal(jax.random.key(0), (2, *hw, 5))
   w = jax.random.normal(jax.random.key(1), (3, 3, 5, 4))
   dims = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
@@ -213,7 +218,7 @@ def test_grad_ready_params_give_the_same_eps_and_no_kernel_reversal_in_a_loop():
   eps_fn = unet.make_eps_fn(unet.UNet(cfg))
   ready = eps_fn.prepare_for_input_grads(params)
   assert ready.grad_kernels["conv_in"]["kernel"].shape == (3, 3, 16, 3)
-  x, v, t = _x((1, 8, 8, 3), 1), _x((1, 8, 8, 3), 2), jnp.array([500])
+  x, v, t = _x((1, 16, 16, 3), 1), _x((1, 16, 16, 3), 2), jnp.array([500])   # 16²: lax convolutions
   np.testing.assert_array_equal(eps_fn(ready, x, t), eps_fn(params, x, t))
   grad = lambda p, x: jax.grad(lambda x: jnp.sum(eps_fn(p, x, t) * v))(x)
   np.testing.assert_allclose(grad(ready, x), grad(params, x), rtol=1e-5, atol=1e-6)

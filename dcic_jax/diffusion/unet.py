@@ -108,35 +108,49 @@ def timestep_embedding(t_B: jax.Array, dim: int, flip_sin_to_cos: bool = True,
   return emb_BD
 
 
+# Outputs of at most this many pixels per image are computed as one patch matrix product.
+SMALL_CONV_PIXELS = 64
+
+
+def _patch_product_output(x_shape, w_shape, window_strides, padding, lhs_dilation=None,
+                          rhs_dilation=None, feature_group_count: int = 1) -> tuple[int, int] | None:
+  """(out_h, out_w) where `conv_nhwc` computes the convolution as a patch matrix product."""
+  if (isinstance(padding, str) or feature_group_count != 1
+      or any(d != 1 for d in (lhs_dilation or ())) or any(d != 1 for d in (rhs_dilation or ()))):
+    return None
+  (top, bottom), (left, right) = padding
+  out_h = (x_shape[1] + top + bottom - w_shape[0]) // window_strides[0] + 1
+  out_w = (x_shape[2] + left + right - w_shape[1]) // window_strides[1] + 1
+  if min(top, bottom, left, right) < 0 or out_h < 1 or out_w < 1 or out_h * out_w > SMALL_CONV_PIXELS:
+    return None
+  return out_h, out_w
+
+
 def conv_nhwc(x_BHWC: jax.Array, w_HWIO: jax.Array, window_strides, padding, lhs_dilation=None,
               rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
               precision=None) -> jax.Array:
-  """`lax.conv_general_dilated` for `nn.Conv` (NHWC, HWIO), as one matrix product on inputs
-  smaller than the kernel.
+  """`lax.conv_general_dilated` for `nn.Conv` (NHWC, HWIO), as one matrix product where the
+  output has at most `SMALL_CONV_PIXELS` pixels.
 
-  There (the 2×2 level of a 6-level UNet at 64², a 1×1 one at 32²) XLA:CPU swaps the
-  convolution's operands, reverses the whole kernel on every call and runs the result on its
-  slow generic path: the 14 3×3 convolutions of google/ddpm-celebahq-256's UNet at its 2×2
-  level (64² input) and their kernel reversals took two thirds of its forward CPU time. The
-  patches of so small an input are a few KB, so gathering them and doing one product with the
-  kernel as a [kh·kw·I, O] matrix reads the kernel once. Same sums, in another order (float
-  rounding).
+  There (the 2×2 to 8×8 levels of a 6-level UNet at 64²) the convolution reads a large kernel to
+  do little work, and XLA:CPU's convolution kernels do it slowly: on inputs smaller than the
+  kernel it swapped the operands, reversed the whole kernel on every call and ran its generic path
+  (the 14 3×3 convolutions of google/ddpm-celebahq-256's UNet at its 2×2 level took two thirds of
+  its forward CPU time); a 3×3, 512-channel convolution at 4×4 took 2.5× and at 8×8 1.2× the time
+  of the product. The patches of so small an input are at most 64·9·C floats, so gathering them
+  and doing one product with the kernel as a [kh·kw·I, O] matrix reads the kernel once. Same
+  sums, in another order (float rounding).
   """
-  kh, kw, cin, cout = w_HWIO.shape
-  _, height, width, _ = x_BHWC.shape
-  sh, sw = window_strides
-  small = (height < kh or width < kw) and not isinstance(padding, str)
-  if small:
-    (top, bottom), (left, right) = padding
-    out_h = (height + top + bottom - kh) // sh + 1
-    out_w = (width + left + right - kw) // sw + 1
-  plain = (feature_group_count == 1 and not any(d != 1 for d in (lhs_dilation or ()))
-           and not any(d != 1 for d in (rhs_dilation or ())))
-  if not (small and plain and out_h > 0 and out_w > 0 and min(top, bottom, left, right) >= 0):
+  out_hw = _patch_product_output(x_BHWC.shape, w_HWIO.shape, window_strides, padding, lhs_dilation,
+                                 rhs_dilation, feature_group_count)
+  if out_hw is None:
     return jax.lax.conv_general_dilated(
         x_BHWC, w_HWIO, window_strides, padding, lhs_dilation=lhs_dilation,
         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
         feature_group_count=feature_group_count, precision=precision)
+  kh, kw, cin, cout = w_HWIO.shape
+  (out_h, out_w), (sh, sw) = out_hw, window_strides
+  (top, bottom), (left, right) = padding
   x = jnp.pad(x_BHWC, ((0, 0), (top, bottom), (left, right), (0, 0)))
   patches = [x[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw]
              for i in range(kh) for j in range(kw)]
@@ -177,7 +191,7 @@ def _conv_with_grad_kernel_bwd(strides, padding, res, g_BHWC):
   conv_w = lambda w: conv_nhwc(x_BHWC, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
   g_w = jax.vjp(conv_w, w_HWIO)[1](g_BHWC)[0]   # dead code (removed by XLA) unless w is wanted
   kh, kw = w_HWIO.shape[:2]
-  if x_BHWC.shape[1] < kh or x_BHWC.shape[2] < kw:   # conv_nhwc's matrix-product form
+  if _patch_product_output(x_BHWC.shape, w_HWIO.shape, strides, padding):   # a matrix product
     g_x = jax.vjp(lambda x: conv_nhwc(x, w_HWIO, strides, padding,
                                       dimension_numbers=("NHWC", "HWIO", "NHWC")), x_BHWC)[1](g_BHWC)[0]
   else:
