@@ -148,15 +148,17 @@ def test_config_from_a_config_dict_and_bad_values():
 @pytest.mark.parametrize("hw, stride, padding", [((1, 1), 1, ((1, 1), (1, 1))), ((2, 2), 1, ((1, 1), (1, 1))),
                                                  ((2, 2), 2, ((1, 1), (1, 1))), ((2, 3), 2, ((0, 1), (0, 1))),
                                                  ((1, 1), 2, ((0, 1), (0, 1))), ((4, 4), 1, ((1, 1), (1, 1))),
-                                                 ((8, 8), 2, ((0, 1), (0, 1))), ((8, 8), 1, ((1, 1), (1, 1)))])
+                                                 ((4, 8), 2, ((0, 1), (0, 1))), ((6, 5), 1, ((1, 1), (1, 1)))])
 def test_small_input_convolution_is_lax_s(hw, stride, padding):
-  """`unet.conv_nhwc` (a patch matrix product where the output has at most 64 pixels) gives lax's
-  values and gradients, empty-output and padding edge cases included."""
+  """`unet.conv_nhwc` (a patch matrix product where the batch's output has at most 64 pixels) gives
+  lax's values and gradients, empty-output and padding edge cases included."""
   from dcic_jax.diffusion.unet import conv_nhwc
   out = unet._patch_product_output((2, *hw, 5), (3, 3, 5, 4), (stride, stride), padding)
-  assert out is None or out[0] * out[1] <= unet.SMALL_CONV_PIXELS
+  assert out is None or 2 * out[0] * out[1] <= unet.SMALL_CONV_PIXELS or min(hw) < 3
   assert unet._patch_product_output((1, 8, 8, 5), (3, 3, 5, 4), (1, 1), ((1, 1), (1, 1))) == (8, 8)
   assert unet._patch_product_output((1, 9, 8, 5), (3, 3, 5, 4), (1, 1), ((1, 1), (1, 1))) is None
+  assert unet._patch_product_output((2, 8, 8, 5), (3, 3, 5, 4), (1, 1), ((1, 1), (1, 1))) is None
+  assert unet._patch_product_output((64, 2, 2, 5), (3, 3, 5, 4), (1, 1), ((1, 1), (1, 1))) == (2, 2)
   x = jax.random.normal(jax.random.key(0), (2, *hw, 5))
   w = jax.random.normal(jax.random.key(1), (3, 3, 5, 4))
   dims = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))

@@ -108,7 +108,8 @@ def timestep_embedding(t_B: jax.Array, dim: int, flip_sin_to_cos: bool = True,
   return emb_BD
 
 
-# Outputs of at most this many pixels per image are computed as one patch matrix product.
+# Convolutions whose output has at most this many pixels in the whole batch are computed as one
+# patch matrix product.
 SMALL_CONV_PIXELS = 64
 
 
@@ -121,7 +122,9 @@ def _patch_product_output(x_shape, w_shape, window_strides, padding, lhs_dilatio
   (top, bottom), (left, right) = padding
   out_h = (x_shape[1] + top + bottom - w_shape[0]) // window_strides[0] + 1
   out_w = (x_shape[2] + left + right - w_shape[1]) // window_strides[1] + 1
-  if min(top, bottom, left, right) < 0 or out_h < 1 or out_w < 1 or out_h * out_w > SMALL_CONV_PIXELS:
+  smaller_than_kernel = x_shape[1] < w_shape[0] or x_shape[2] < w_shape[1]
+  if (min(top, bottom, left, right) < 0 or out_h < 1 or out_w < 1
+      or not (smaller_than_kernel or x_shape[0] * out_h * out_w <= SMALL_CONV_PIXELS)):
     return None
   return out_h, out_w
 
@@ -129,15 +132,17 @@ def _patch_product_output(x_shape, w_shape, window_strides, padding, lhs_dilatio
 def conv_nhwc(x_BHWC: jax.Array, w_HWIO: jax.Array, window_strides, padding, lhs_dilation=None,
               rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
               precision=None) -> jax.Array:
-  """`lax.conv_general_dilated` for `nn.Conv` (NHWC, HWIO), as one matrix product where the
-  output has at most `SMALL_CONV_PIXELS` pixels.
+  """`lax.conv_general_dilated` for `nn.Conv` (NHWC, HWIO), as one matrix product on inputs
+  smaller than the kernel and where the output has at most `SMALL_CONV_PIXELS` pixels in the
+  whole batch.
 
-  There (the 2×2 to 8×8 levels of a 6-level UNet at 64²) the convolution reads a large kernel to
-  do little work, and XLA:CPU's convolution kernels do it slowly: on inputs smaller than the
+  There (the 2×2 to 8×8 levels of a 6-level UNet at 64², batch 1) the convolution reads a large
+  kernel to do little work, and XLA:CPU's convolution kernels do it slowly: on inputs smaller than the
   kernel it swapped the operands, reversed the whole kernel on every call and ran its generic path
   (the 14 3×3 convolutions of google/ddpm-celebahq-256's UNet at its 2×2 level took two thirds of
   its forward CPU time); a 3×3, 512-channel convolution at 4×4 took 2.5× and at 8×8 1.2× the time
-  of the product. The patches of so small an input are at most 64·9·C floats, so gathering them
+  of the product (with a batch, a train step's 8×8 level, the convolution is no slower). The
+  patches of so small an output are at most 64·9·C floats, so gathering them
   and doing one product with the kernel as a [kh·kw·I, O] matrix reads the kernel once. Same
   sums, in another order (float rounding).
   """
