@@ -94,7 +94,8 @@ def main(argv=None):
   t = jnp.full((1,), 500, jnp.int32)
   v = jax.random.normal(jax.random.key(1), shape)
   fwd = jax.jit(lambda x: eps_fn(params, x, t))
-  fwd_bwd = jax.jit(jax.grad(lambda x: jnp.sum(eps_fn(params, x, t) * v)))
+  ready = eps_fn.prepare_for_input_grads(params)   # as the `xt` decoder differentiates ε_θ
+  fwd_bwd = jax.jit(jax.grad(lambda x: jnp.sum(eps_fn(ready, x, t) * v)))
   fwd(x).block_until_ready(), fwd_bwd(x).block_until_ready()
   t_fwd, t_fb = _seconds(lambda: fwd(x), 5 * args.repeats), _seconds(lambda: fwd_bwd(x), 5 * args.repeats)
   floor = n * (t_fwd + g * t_fb)
@@ -104,7 +105,7 @@ def main(argv=None):
   # runs a UNet backward inside a while loop much slower than straight-line code.
   for unroll in (1, 4):
     def loop(x, unroll=unroll):
-      body = lambda x, _: (x - 1e-3 * jax.grad(lambda x: jnp.sum(eps_fn(params, x, t) * v))(x), None)
+      body = lambda x, _: (x - 1e-3 * jax.grad(lambda x: jnp.sum(eps_fn(ready, x, t) * v))(x), None)
       return jax.lax.scan(body, x, None, length=4, unroll=unroll)[0]
     looped = jax.jit(loop)
     looped(x).block_until_ready()
