@@ -591,8 +591,15 @@ class GradReadyParams:
   grad_kernels: Any
 
 
-def prepare_for_input_grads(params: Any) -> GradReadyParams:
-  """Make the input-gradient kernels once, outside the loop that calls ∂ε/∂x (`Conv`)."""
+def prepare_for_input_grads(params: Any) -> Any:
+  """Make the input-gradient kernels once, outside the loop that calls ∂ε/∂x (`Conv`).
+
+  On a CPU only (there a UNet's ∂ε/∂x inside a `lax.scan` took 4× its time without them,
+  docs/benchmarks.md); elsewhere `params` as they are: the accelerators' convolution libraries
+  take the kernel as it is, and the copy would cost memory.
+  """
+  if jax.default_backend() != "cpu":
+    return params
   return GradReadyParams(params, grad_kernels(params))
 
 
