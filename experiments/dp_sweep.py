@@ -13,7 +13,7 @@ Cost: UNet forward passes, forward-equivalents (a backward pass counts two) and 
 seconds of each decoder, all crops in one call, in the same run. The last line names the fewest
 forward passes at which DCIC (0, 1) is at least as realistic as the Idempotence decoder.
 
-  python experiments/dp_sweep.py                                     # ~1 h on a 2-core CPU
+  python experiments/dp_sweep.py                                     # ~20 min on a 2-core CPU
   python experiments/dp_sweep.py --idempotence-steps 0 --steps 20    # DCIC only, minutes
   python experiments/dp_sweep.py --prior analytic:0.5 --steps 10 --idempotence-steps 20   # smoke
 
