@@ -18,8 +18,8 @@ When neither this interpreter nor --torch-python can import torch and diffusers,
 reported as unavailable.
 
 `--mode eps` times ε_θ(x, t) (forward) and ∂⟨ε_θ(x, t), v⟩/∂x (the gradient the `xt` and `dps`
-decoders take, with the weights prepared once as those decoders do: `unet.prepare_for_input_grads`)
-against diffusers on the same weights: a torch worker process builds
+decoders take, with the weights prepared once as those decoders do: `unet.prepare_for_input_grads`;
+`ours/call` prepares them in every call) against diffusers on the same weights: a torch worker process builds
 `UNet2DModel` from the architecture's config.json with random weights, hands its state dict over,
 and ours is converted from it by `convert.convert_state_dict` (ε is compared once). The two sides
 alternate for `--rounds` rounds (each the median of `--repeats` calls), printing each round's
@@ -336,11 +336,14 @@ def eps_benchmarks(args) -> None:
       grad(grad_params, x, t, v).block_until_ready()
       calls[name] = {"fwd": lambda fwd=fwd: fwd(params, x, t).block_until_ready(),
                      "grad": lambda grad=grad, gp=grad_params: grad(gp, x, t, v).block_until_ready()}
+      if grad_params is not params:   # the same ∂ε/∂x with the kernels made in every call
+        grad(params, x, t, v).block_until_ready()
+        calls[f"{name}/call"] = {"grad": lambda grad=grad: grad(params, x, t, v).block_until_ready()}
       print(f"{arch}: {info['n_params'] / 1e6:.1f} M parameters, {batch}x{size}x{size}; {name} ε "
             f"vs diffusers: max |Δ| / max |ε| = {err:.1e}")
     print(f"  diffusers: torch {info['torch']}, {info['threads']} threads ({python})")
     for what in ("fwd", "grad"):
-      seconds = {name: [] for name in ["diffusers", *calls]}
+      seconds = {name: [] for name in ["diffusers", *(n for n, c in calls.items() if what in c)]}
       cpu = {name: [] for name in seconds}
       load = []
       for _ in range(args.rounds):
@@ -349,6 +352,8 @@ def eps_benchmarks(args) -> None:
         seconds["diffusers"].append(reply["seconds"])
         cpu["diffusers"].append(reply["cpu"])
         for name, call in calls.items():
+          if what not in call:
+            continue
           time.sleep(0.2)  # let the other side's spinning threads go idle
           wall_s, cpu_s = _median_wall_cpu(call[what], args.repeats)
           seconds[name].append(wall_s)
