@@ -274,3 +274,23 @@ def test_header_key_and_bad_prng_tag():
 def test_bad_settings_are_user_errors(kwargs, match):
   with pytest.raises(UserError, match=match):
     sampler.DCICConfig(**kwargs)
+
+
+def test_decoders_that_differentiate_the_prior_prepare_its_weights_once():
+  """`xt` and `dps` steps differentiate ε_θ in every step: they call it on
+  `eps_fn.prepare_for_input_grads(params)`, made once per decode; the others on the weights."""
+  codec, fns, target, keys, w_p = setup()
+  one = jax.tree.map(lambda a: a[0], target)
+  seen, prepared = [], []
+
+  def eps_fn(params, x, t):
+    seen.append(params)
+    return EPS_FN(None, x, t)
+  eps_fn.prepare_for_input_grads = lambda p: prepared.append(p) or {"ready": p}
+  for mode, want in (("schedule-xt", True), ("dps", True), ("schedule-x0", False), ("project", False)):
+    seen.clear(), prepared.clear()
+    decode = sampler.make_decode_one(eps_fn, fns, SCHEDULE,
+                                     sampler.DCICConfig(num_steps=N, w_p=w_p, **MODES[mode]))
+    jax.eval_shape(decode, jnp.zeros(()), codec.params, one, keys[0], 1.0, 1.0)
+    assert seen and len(prepared) == int(want), mode
+    assert all(isinstance(p, dict) == want for p in seen), mode
