@@ -103,7 +103,7 @@ def main(argv=None):
         f"floor N(fwd + G(fwd+bwd)) = {floor:.2f} s")
   # The same forward+backward as the body of a 4-step lax.scan, rolled and unrolled: with the
   # weights unprepared, XLA:CPU rebuilt every input-gradient kernel in each step of the loop
-  # (2.5-4x the straight-line time; docs/benchmarks.md).
+  # (2.5-3.6x the straight-line time; docs/benchmarks.md).
   for unroll in (1, 4):
     def loop(x, unroll=unroll):
       body = lambda x, _: (x - 1e-3 * jax.grad(lambda x: jnp.sum(eps_fn(ready, x, t) * v))(x), None)
