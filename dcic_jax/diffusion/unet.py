@@ -111,6 +111,7 @@ def timestep_embedding(t_B: jax.Array, dim: int, flip_sin_to_cos: bool = True,
 # Convolutions whose output has at most this many pixels in the whole batch are computed as one
 # patch matrix product.
 SMALL_CONV_PIXELS = 64
+NHWC_DIMS = ("NHWC", "HWIO", "NHWC")   # the convolutions' dimension numbers
 
 
 def _patch_product_output(x_shape, w_shape, window_strides, padding, lhs_dilation=None,
@@ -137,14 +138,14 @@ def conv_nhwc(x_BHWC: jax.Array, w_HWIO: jax.Array, window_strides, padding, lhs
   whole batch.
 
   There (the 2×2 to 8×8 levels of a 6-level UNet at 64², batch 1) the convolution reads a large
-  kernel to do little work, and XLA:CPU's convolution kernels do it slowly: on inputs smaller than the
-  kernel it swapped the operands, reversed the whole kernel on every call and ran its generic path
-  (the 14 3×3 convolutions of google/ddpm-celebahq-256's UNet at its 2×2 level took two thirds of
-  its forward CPU time); a 3×3, 512-channel convolution at 4×4 took 2.5× and at 8×8 1.2× the time
-  of the product (with a batch, a train step's 8×8 level, the convolution is no slower). The
-  patches of so small an output are at most 64·9·C floats, so gathering them
-  and doing one product with the kernel as a [kh·kw·I, O] matrix reads the kernel once. Same
-  sums, in another order (float rounding).
+  kernel to do little work, and XLA:CPU's convolution kernels do it slowly: on inputs smaller than
+  the kernel it swapped the operands, reversed the whole kernel on every call and ran its generic
+  path (the 14 3×3 convolutions of google/ddpm-celebahq-256's UNet at its 2×2 level took two
+  thirds of its forward CPU time); a 3×3, 512-channel convolution at 4×4 took 2.5× and at 8×8
+  1.2× the time of the product (with a batch, a train step's 8×8 level, the convolution is no
+  slower). The patches of so small an output are at most 64·9·C floats, so gathering them and
+  doing one product with the kernel as a [kh·kw·I, O] matrix reads the kernel once. Same sums, in
+  another order (float rounding).
   """
   out_hw = _patch_product_output(x_BHWC.shape, w_HWIO.shape, window_strides, padding, lhs_dilation,
                                  rhs_dilation, feature_group_count)
@@ -183,7 +184,7 @@ def conv_with_grad_kernel(x_BHWC: jax.Array, w_HWIO: jax.Array, w_rev_HWOI: jax.
   `lax.scan` where the kernels are loop-invariant (it does not hoist reverses and transposes):
   87 copies and 0.57 of 2.0 CPU-seconds of the CelebA-HQ DDPM UNet's ∂ε/∂x at 64².
   """
-  return conv_nhwc(x_BHWC, w_HWIO, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return conv_nhwc(x_BHWC, w_HWIO, strides, padding, dimension_numbers=NHWC_DIMS)
 
 
 def _conv_with_grad_kernel_fwd(x_BHWC, w_HWIO, w_rev_HWOI, strides, padding):
@@ -193,17 +194,13 @@ def _conv_with_grad_kernel_fwd(x_BHWC, w_HWIO, w_rev_HWOI, strides, padding):
 
 def _conv_with_grad_kernel_bwd(strides, padding, res, g_BHWC):
   x_BHWC, w_HWIO, w_rev_HWOI = res
-  conv_w = lambda w: conv_nhwc(x_BHWC, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  g_w = jax.vjp(conv_w, w_HWIO)[1](g_BHWC)[0]   # dead code (removed by XLA) unless w is wanted
-  kh, kw = w_HWIO.shape[:2]
-  if _patch_product_output(x_BHWC.shape, w_HWIO.shape, strides, padding):   # a matrix product
-    g_x = jax.vjp(lambda x: conv_nhwc(x, w_HWIO, strides, padding,
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC")), x_BHWC)[1](g_BHWC)[0]
-  else:
+  conv = lambda x, w: conv_nhwc(x, w, strides, padding, dimension_numbers=NHWC_DIMS)
+  g_x, g_w = jax.vjp(conv, x_BHWC, w_HWIO)[1](g_BHWC)   # XLA drops what the caller does not use
+  if not _patch_product_output(x_BHWC.shape, w_HWIO.shape, strides, padding):   # a convolution
     pad = [_input_grad_padding(n, k, s, p)
-           for n, k, s, p in zip(x_BHWC.shape[1:3], (kh, kw), strides, padding)]
+           for n, k, s, p in zip(x_BHWC.shape[1:3], w_HWIO.shape[:2], strides, padding)]
     g_x = jax.lax.conv_general_dilated(g_BHWC, w_rev_HWOI, (1, 1), pad, lhs_dilation=strides,
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                       dimension_numbers=NHWC_DIMS)
   return g_x, g_w, jnp.zeros_like(w_rev_HWOI)
 
 
@@ -239,13 +236,8 @@ class Conv(nn.Module):
       w_rev = self.get_variable("grad_kernels", "kernel").astype(w_HWIO.dtype)
       y = conv_with_grad_kernel(x_BHWC, w_HWIO, w_rev, strides, tuple(map(tuple, padding)))
     else:
-      y = conv_nhwc(x_BHWC, w_HWIO, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      y = conv_nhwc(x_BHWC, w_HWIO, strides, padding, dimension_numbers=NHWC_DIMS)
     return y + b_C
-
-
-def _conv(features: int, kernel: int, dtype: Any, stride: int = 1, name: str | None = None,
-          zero: bool = False, padding: Any = None) -> Conv:
-  return Conv(features, kernel, dtype, stride=stride, zero=zero, padding=padding, name=name)
 
 
 def grad_kernels(params: Any) -> Any:
@@ -255,7 +247,7 @@ def grad_kernels(params: Any) -> Any:
     for name, sub in tree.items():
       if name == "kernel" and getattr(sub, "ndim", 0) == 4:
         out[name] = reverse_kernel(sub)
-      elif isinstance(sub, dict) or hasattr(sub, "items"):
+      elif hasattr(sub, "items"):
         inner = walk(sub)
         if inner:
           out[name] = inner
@@ -400,7 +392,7 @@ class ResBlock(nn.Module):
     if self.resample is not None:
       resample = upsample_nearest if self.resample == "up" else avg_pool2
       h, skip = resample(h), resample(skip)
-    h = _conv(self.features, 3, dtype, name="conv_1")(h)
+    h = Conv(self.features, 3, dtype, name="conv_1")(h)
 
     emb_channels = 2 * self.features if cfg.use_scale_shift_norm else self.features
     emb = nn.Dense(emb_channels, dtype=dtype, kernel_init=_default_init,
@@ -416,10 +408,10 @@ class ResBlock(nn.Module):
       # compiles several times slower on CPU).
       keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - cfg.dropout, (h.size,))
       h = jnp.where(keep.reshape(h.shape), h / (1.0 - cfg.dropout), 0.0).astype(dtype)
-    h = _conv(self.features, 3, dtype, name="conv_2", zero=True)(h)
+    h = Conv(self.features, 3, dtype, name="conv_2", zero=True)(h)
 
     if skip.shape[-1] != self.features:
-      skip = _conv(self.features, 1, dtype, name="skip_proj")(skip)
+      skip = Conv(self.features, 1, dtype, name="skip_proj")(skip)
     out = skip.astype(jnp.float32) + h.astype(jnp.float32)
     return out / self.output_scale if self.output_scale != 1.0 else out
 
@@ -461,7 +453,7 @@ class Downsample(nn.Module):
     if not self.cfg.conv_resample:
       return avg_pool2(x_BHWC)
     pad = ((1, 1), (1, 1)) if self.cfg.downsample_padding == 1 else ((0, 1), (0, 1))
-    return _conv(x_BHWC.shape[-1], 3, jnp.dtype(self.cfg.dtype), stride=2, name="conv",
+    return Conv(x_BHWC.shape[-1], 3, jnp.dtype(self.cfg.dtype), stride=2, name="conv",
                  padding=pad)(x_BHWC)
 
 
@@ -474,7 +466,7 @@ class Upsample(nn.Module):
     x_BHWC = upsample_nearest(x_BHWC)
     if not self.cfg.conv_resample:
       return x_BHWC
-    return _conv(x_BHWC.shape[-1], 3, jnp.dtype(self.cfg.dtype), name="conv")(x_BHWC)
+    return Conv(x_BHWC.shape[-1], 3, jnp.dtype(self.cfg.dtype), name="conv")(x_BHWC)
 
 
 class UNet(nn.Module):
@@ -506,7 +498,7 @@ class UNet(nn.Module):
     emb_BE = nn.Dense(4 * cfg.base_channels, dtype=dtype, kernel_init=_default_init,
                       name="time_embed_1")(nn.silu(emb))
 
-    h = _conv(cfg.channel_mult[0] * cfg.base_channels, 3, dtype, name="conv_in")(
+    h = Conv(cfg.channel_mult[0] * cfg.base_channels, 3, dtype, name="conv_in")(
         x_BHWC.astype(dtype))
     skips = [h]
     for level, mult in enumerate(cfg.channel_mult):
@@ -548,7 +540,7 @@ class UNet(nn.Module):
 
     h = nn.silu(_group_norm(cfg, "norm_out")(h)).astype(dtype)
     out_channels = 2 * cfg.out_channels if cfg.learn_sigma else cfg.out_channels
-    out = _conv(out_channels, 3, dtype, name="conv_out", zero=True)(h).astype(jnp.float32)
+    out = Conv(out_channels, 3, dtype, name="conv_out", zero=True)(h).astype(jnp.float32)
     if with_variance:  # (ε, v): v ∈ [−1, 1] interpolates log σ² between β̃ and β (learned σ)
       if not cfg.learn_sigma:
         raise ValueError("with_variance=True needs a learned-σ UNet (learn_sigma=True)")
