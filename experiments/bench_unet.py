@@ -32,6 +32,13 @@ the load average at each round. Architectures (`--arch`): `celebahq` is google/d
 
   python experiments/bench_unet.py --mode eps --torch-python ~/.torch-ref-venv/bin/python
   python experiments/bench_unet.py --mode eps --torch-python ~/.torch-ref-venv/bin/python --ref HEAD~1
+
+`--mode convs` times single 3×3 convolutions (XLA:CPU, batch 1 and 2 at `--image-size` squared,
+default here 128, input and output channels from {32, 64, 96, 128}) and prints each one's wall
+time, threads busy (CPU time / wall time) and GFLOP per CPU-second: it shows which convolutions
+XLA:CPU's library spreads over the cores and which it runs on one.
+
+  python experiments/bench_unet.py --mode convs --image-size 128
 """
 import argparse
 import json
@@ -377,6 +384,27 @@ def eps_benchmarks(args) -> None:
   worker.wait()
 
 
+def conv_thread_table(args) -> None:
+  """Wall time, threads busy and GFLOP per CPU-second of lone 3×3 convolutions."""
+  import itertools  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  size = args.image_size
+  print(f"JAX {jax.__version__} on {jax.devices()[0]}, {os.cpu_count()} cores; 3x3 convolutions "
+        f"at {size}x{size}, SAME padding, median of {args.repeats} calls")
+  print("batch  in  out   wall ms  threads busy  GFLOP/CPU-s")
+  conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
+      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+  for batch, c_in, c_out in itertools.product((1, 2), (32, 64, 96, 128), (32, 64, 128)):
+    x = jnp.ones((batch, size, size, c_in), jnp.float32)
+    w = jnp.full((3, 3, c_in, c_out), 0.01, jnp.float32)
+    conv(x, w).block_until_ready()
+    wall, cpu = _median_wall_cpu(lambda: conv(x, w).block_until_ready(), args.repeats)
+    flop = 2 * batch * size * size * 9 * c_in * c_out
+    print(f"{batch:5d} {c_in:3d} {c_out:4d}  {wall * 1e3:8.2f}  {cpu / wall:12.2f}  {flop / cpu / 1e9:11.0f}",
+          flush=True)
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ints = lambda s: [int(v) for v in s.split(",") if v]
@@ -396,8 +424,9 @@ def main() -> None:
   p.add_argument("--torch-python", default="",
                  help="interpreter with torch + diffusers for the baseline (default: this one)")
   p.add_argument("--baseline-only", action="store_true", help=argparse.SUPPRESS)
-  p.add_argument("--mode", choices=("train", "eps"), default="train",
-                 help="train: train step + DDIM sampling; eps: forward and ∂ε/∂x vs diffusers")
+  p.add_argument("--mode", choices=("train", "eps", "convs"), default="train",
+                 help="train: train step + DDIM sampling; eps: forward and ∂ε/∂x vs diffusers; "
+                 "convs: which lone convolutions XLA:CPU spreads over the cores")
   p.add_argument("--arch", type=lambda s: s.split(","), default=["celebahq", "ddpm32", "shipped"],
                  help="eps mode: architectures (celebahq, ddpm32, shipped)")
   p.add_argument("--rounds", type=int, default=3, help="eps mode: alternating rounds")
@@ -410,6 +439,9 @@ def main() -> None:
     return
   if args.mode == "eps":
     eps_benchmarks(args)
+    return
+  if args.mode == "convs":
+    conv_thread_table(args)
     return
 
   if args.baseline_only:  # child process of --torch-python

@@ -4,6 +4,7 @@ import functools
 import math
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -232,3 +233,50 @@ def test_grad_ready_params_give_the_same_eps_and_no_kernel_reversal_in_a_loop():
          for name, p in (("plain", params), ("ready", ready))}
   reversals = {name: sum(" reverse(" in line for line in text.splitlines()) for name, text in hlo.items()}
   assert reversals["plain"] > 0 and reversals["ready"] == 0, reversals
+
+
+@pytest.mark.parametrize("silu, scale_shift", [(False, False), (True, False), (True, True)])
+def test_group_norm_is_flax_s_with_its_derivatives(silu, scale_shift):
+  """`GroupNorm` (optionally with ADM's scale-shift and a SiLU): nn.GroupNorm's parameters and
+  values, autodiff's gradients of that reference for x and the parameters, and a
+  forward-over-reverse product (the `step_cap` of the penalty modes takes one through ε_θ)."""
+  b, c, groups = 2, 12, 3
+  x = _x((b, 5, 7, c), 0) * 3.0 + 1.5
+  s_BC, t_BC = _x((b, c), 1), _x((b, c), 2)
+  ct = _x(x.shape, 3)
+
+  def ours(p, x):
+    mod = (s_BC, t_BC) if scale_shift else None
+    return unet.GroupNorm(groups, 1e-5).apply({"params": p}, x, mod, silu=silu)
+
+  def ref(p, x):
+    y = nn.GroupNorm(num_groups=groups, epsilon=1e-5).apply({"params": p}, x)
+    if scale_shift:
+      y = y * (1.0 + s_BC[:, None, None, :]) + t_BC[:, None, None, :]
+    return jax.nn.silu(y) if silu else y
+
+  params = {"scale": 1.0 + 0.1 * _x((c,), 4), "bias": 0.1 * _x((c,), 5)}
+  assert jax.tree.map(jnp.shape, unet.GroupNorm(groups, 1e-5).init(jax.random.key(0), x)["params"]) \
+      == jax.tree.map(jnp.shape, params)
+  np.testing.assert_allclose(ours(params, x), ref(params, x), rtol=1e-5, atol=1e-5)
+  loss = lambda f: lambda p, x: jnp.sum(f(p, x) * ct)
+  for got, want in zip(jax.tree.leaves(jax.grad(loss(ours), (0, 1))(params, x)),
+                       jax.tree.leaves(jax.grad(loss(ref), (0, 1))(params, x))):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  d = _x(x.shape, 6)
+  hvp = lambda f: jax.jvp(lambda x: jax.grad(loss(f), 1)(params, x), (x,), (d,))[1]
+  np.testing.assert_allclose(hvp(ours), hvp(ref), rtol=1e-4, atol=1e-4)
+
+
+def test_group_norm_forward_writes_nothing_the_size_of_x_but_its_output():
+  """Evaluated, `group_norm_act` recomputes x − mean inside the variance's sum instead of writing
+  it out (one full-size pass fewer: 0.94× the time of a UNet forward on XLA:CPU); the form it
+  differentiates does write it."""
+  x, g, b = _x((2, 16, 16, 8), 0), jnp.ones((2, 8)), jnp.zeros((2, 8))
+
+  def full_size_values(fn):
+    text = jax.jit(fn).lower(x, g, b).compile().as_text()
+    entry = text[text.index("ENTRY"):]
+    return sum(" = f32[2,16,16,8]" in line and " parameter(" not in line for line in entry.splitlines())
+  assert full_size_values(lambda x, g, b: unet.group_norm_act(x, g, b, 4, 1e-5, True)) == 1
+  assert full_size_values(lambda x, g, b: unet._normalise(x, g, b, 4, 1e-5, True, keep_centred=True)) == 2

@@ -255,35 +255,78 @@ def grad_kernels(params: Any) -> Any:
   return walk(params)
 
 
-class GroupNorm(nn.Module):
-  """GroupNorm over [B, H, W, C], statistics in float32 with the two-pass variance (PyTorch's).
+def _group_mean(sum_BC: jax.Array, groups: int, count: int) -> jax.Array:
+  """Per-channel sums [B, C] -> their group's mean, broadcast back to [B, 1, 1, C]."""
+  b, c = sum_BC.shape
+  mean_BG = jnp.sum(sum_BC.reshape(b, groups, c // groups), axis=-1) / count
+  return jnp.repeat(mean_BG, c // groups, axis=1)[:, None, None, :]
 
-  `nn.GroupNorm`'s parameters (`scale`, `bias`) and numbers (to float rounding), but each
-  statistic is a sum over H, W per channel, then over each group's channels: `nn.GroupNorm`
-  reduces [B, H, W, G, C/G] over (H, W, C/G) at once, which XLA:CPU runs 2-3× slower, forward
-  and backward (a third of a small UNet's ∂ε/∂x).
+
+def _normalise(x_BHWC: jax.Array, gamma_BC: jax.Array, beta_BC: jax.Array, groups: int,
+               epsilon: float, silu: bool, keep_centred: bool) -> jax.Array:
+  """act(x̂·γ + β) with each statistic a sum over H, W per channel, then over the group's channels
+  (`nn.GroupNorm` reduces [B, H, W, G, C/G] over (H, W, C/G) at once, which XLA:CPU runs 2-3×
+  slower, forward and backward); the variance is two-pass. `keep_centred`: x − mean is one value
+  that both the variance and the output read (XLA writes it out); otherwise the variance's sum
+  recomputes it and the output is x·a + (β − mean·a), PyTorch's form, and nothing the size of x
+  is written before the output."""
+  b, h, w, c = x_BHWC.shape
+  count = h * w * (c // groups)
+  mean = _group_mean(jnp.sum(x_BHWC, axis=(1, 2)), groups, count)
+  gamma, beta = gamma_BC[:, None, None, :], beta_BC[:, None, None, :]
+  if keep_centred:
+    d = x_BHWC - mean
+    z = d * (jax.lax.rsqrt(_group_mean(jnp.sum(d * d, axis=(1, 2)), groups, count) + epsilon)
+             * gamma) + beta
+  else:
+    var = _group_mean(jnp.sum(jnp.square(x_BHWC - mean), axis=(1, 2)), groups, count)
+    a = jax.lax.rsqrt(var + epsilon) * gamma
+    z = x_BHWC * a + (beta - mean * a)
+  return jax.nn.silu(z) if silu else z
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5))
+def group_norm_act(x_BHWC: jax.Array, gamma_BC: jax.Array, beta_BC: jax.Array, groups: int,
+                   epsilon: float, silu: bool) -> jax.Array:
+  """act(x̂·γ + β): x normalised over each group, γ and β per image and channel, float32.
+
+  Evaluated, it writes nothing the size of x before its output (ddpm32's forward on XLA:CPU:
+  0.94-0.95× the time); differentiated, it is the form that keeps x − mean, whose derivative
+  XLA:CPU runs faster (docs/benchmarks.md). The two differ by float rounding.
+  """
+  return _normalise(x_BHWC, gamma_BC, beta_BC, groups, epsilon, silu, keep_centred=False)
+
+
+@group_norm_act.defjvp
+def _group_norm_act_jvp(groups, epsilon, silu, primals, tangents):
+  return jax.jvp(lambda *a: _normalise(*a, groups, epsilon, silu, keep_centred=True),
+                 primals, tangents)
+
+
+class GroupNorm(nn.Module):
+  """GroupNorm over [B, H, W, C] with statistics in float32 and the two-pass variance (PyTorch's),
+  optionally followed by a per-image scale and shift (ADM's scale-shift norm) and a SiLU, as one
+  `group_norm_act`.
+
+  `nn.GroupNorm`'s parameters (`scale`, `bias`) and numbers (to float rounding).
   """
   num_groups: int
   epsilon: float
 
   @nn.compact
-  def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+  def __call__(self, x_BHWC: jax.Array, scale_shift: tuple[jax.Array, jax.Array] | None = None,
+               silu: bool = False) -> jax.Array:
     b, _, _, c = x_BHWC.shape
-    g = self.num_groups
-    if c % g:
-      raise ValueError(f"{c} channels do not split into {g} groups")
-    scale_C = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
-    bias_C = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-    x = x_BHWC.astype(jnp.float32)
-    count = x.size // (b * g)
-
-    def group_mean(sum_BC):  # per-channel sums -> their group's mean, broadcast to channels
-      mean_BG = jnp.sum(sum_BC.reshape(b, g, c // g), axis=-1) / count
-      return jnp.repeat(mean_BG, c // g, axis=1)[:, None, None, :]
-
-    d = x - group_mean(jnp.sum(x, axis=(1, 2)))
-    var = group_mean(jnp.sum(d * d, axis=(1, 2)))
-    return d * (jax.lax.rsqrt(var + self.epsilon) * scale_C) + bias_C
+    if c % self.num_groups:
+      raise ValueError(f"{c} channels do not split into {self.num_groups} groups")
+    gamma_C = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+    beta_C = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    gamma_BC, beta_BC = jnp.broadcast_to(gamma_C, (b, c)), jnp.broadcast_to(beta_C, (b, c))
+    if scale_shift is not None:   # (x̂·γ + β)·(1 + s) + t
+      s_BC, t_BC = scale_shift
+      gamma_BC, beta_BC = gamma_BC * (1.0 + s_BC), beta_BC * (1.0 + s_BC) + t_BC
+    return group_norm_act(x_BHWC.astype(jnp.float32), gamma_BC, beta_BC, self.num_groups,
+                          self.epsilon, silu)
 
 
 def _group_norm(cfg: UNetConfig, name: str) -> GroupNorm:
@@ -387,7 +430,7 @@ class ResBlock(nn.Module):
   @nn.compact
   def __call__(self, x_BHWC: jax.Array, emb_BE: jax.Array) -> jax.Array:
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
-    h = nn.silu(_group_norm(cfg, "norm_1")(x_BHWC)).astype(dtype)
+    h = _group_norm(cfg, "norm_1")(x_BHWC, silu=True).astype(dtype)
     skip = x_BHWC
     if self.resample is not None:
       resample = upsample_nearest if self.resample == "up" else avg_pool2
@@ -395,14 +438,14 @@ class ResBlock(nn.Module):
     h = Conv(self.features, 3, dtype, name="conv_1")(h)
 
     emb_channels = 2 * self.features if cfg.use_scale_shift_norm else self.features
-    emb = nn.Dense(emb_channels, dtype=dtype, kernel_init=_default_init,
-                   name="emb_proj")(nn.silu(emb_BE))[:, None, None, :]
+    emb_BE = nn.Dense(emb_channels, dtype=dtype, kernel_init=_default_init,
+                      name="emb_proj")(nn.silu(emb_BE))
     if cfg.use_scale_shift_norm:
-      scale, shift = jnp.split(emb.astype(jnp.float32), 2, axis=-1)
-      h = _group_norm(cfg, "norm_2")(h) * (1.0 + scale) + shift
+      scale_shift = jnp.split(emb_BE.astype(jnp.float32), 2, axis=-1)
+      h = _group_norm(cfg, "norm_2")(h, scale_shift, silu=True)
     else:
-      h = _group_norm(cfg, "norm_2")(h + emb)
-    h = nn.silu(h).astype(dtype)
+      h = _group_norm(cfg, "norm_2")(h + emb_BE[:, None, None, :], silu=True)
+    h = h.astype(dtype)
     if cfg.dropout > 0.0 and not self.deterministic:
       # Inverted dropout with a flat mask draw (as nn.Dropout, but a 4-D threefry draw
       # compiles several times slower on CPU).
@@ -538,7 +581,7 @@ class UNet(nn.Module):
         else:
           h = Upsample(cfg, name=f"up_{level}_resample")(h)
 
-    h = nn.silu(_group_norm(cfg, "norm_out")(h)).astype(dtype)
+    h = _group_norm(cfg, "norm_out")(h, silu=True).astype(dtype)
     out_channels = 2 * cfg.out_channels if cfg.learn_sigma else cfg.out_channels
     out = Conv(out_channels, 3, dtype, name="conv_out", zero=True)(h).astype(jnp.float32)
     if with_variance:  # (ε, v): v ∈ [−1, 1] interpolates log σ² between β̃ and β (learned σ)
