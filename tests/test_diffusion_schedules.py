@@ -60,3 +60,20 @@ def test_explicit_timesteps_and_bad_arguments():
     schedules.respace(full, timesteps=[5, 5, 10])
   with pytest.raises(ValueError, match="full schedule"):
     schedules.respace(r, 2)
+
+
+def test_power_spacing_is_denser_at_low_noise_and_keeps_the_ends():
+  """power = 2 puts the steps at (T−1)·(i/(N−1))², strictly increasing even where the rounded
+  squares repeat; power = 1 is the even spacing; powers below 1 are refused."""
+  quad = schedules.space_timesteps(1000, 20, power=2.0)
+  assert quad[0] == 0 and quad[-1] == 999 and np.all(np.diff(quad) > 0)
+  np.testing.assert_array_equal(quad[5:8], np.round(999 * (np.arange(5, 8) / 19) ** 2))
+  assert np.all(np.diff(np.diff(quad)) >= 0)                # gaps grow with the noise level
+  many = schedules.space_timesteps(1000, 100, power=2.0)
+  np.testing.assert_array_equal(many[:5], [0, 1, 2, 3, 4])  # squares that round alike moved apart
+  np.testing.assert_array_equal(schedules.space_timesteps(1000, 20, power=1.0),
+                                schedules.space_timesteps(1000, 20))
+  full = schedules.make_schedule("linear", 1000)
+  np.testing.assert_array_equal(schedules.respace(full, 20, power=2.0).timesteps, quad)
+  with pytest.raises(ValueError, match="power"):
+    schedules.space_timesteps(1000, 20, power=0.5)

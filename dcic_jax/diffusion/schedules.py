@@ -69,30 +69,43 @@ def make_schedule(kind: str = "linear", num_timesteps: int = 1000) -> Schedule:
                   num_train_timesteps=num_timesteps)
 
 
-def space_timesteps(num_timesteps: int, num_steps: int) -> np.ndarray:
-  """[N] evenly spaced steps of 0..T−1, always including 0 and T−1 (ADM's rounding rule).
+def space_timesteps(num_timesteps: int, num_steps: int, power: float = 1.0) -> np.ndarray:
+  """[N] steps of 0..T−1, always including 0 and T−1: evenly spaced (ADM's rounding rule), or for
+  `power` p > 1 at (T−1)·(i/(N−1))^p, denser at low noise (p = 2: DDIM's "quad" spacing), each
+  moved up to at least one above the step before.
 
   Keeping T−1 makes the first sampler step start from pure noise, as the DCIC decoder assumes.
   """
   if not 1 <= num_steps <= num_timesteps:
     raise ValueError(f"cannot respace {num_timesteps} timesteps to {num_steps} steps")
+  if power < 1.0:
+    raise ValueError(f"spacing power {power} < 1")
   if num_steps == 1:
     return np.array([num_timesteps - 1], dtype=np.int64)
-  stride = (num_timesteps - 1) / (num_steps - 1)
-  steps = np.array([round(i * stride) for i in range(num_steps)], dtype=np.int64)
+  if power == 1.0:
+    stride = (num_timesteps - 1) / (num_steps - 1)
+    steps = np.array([round(i * stride) for i in range(num_steps)], dtype=np.int64)
+  else:
+    steps = np.round((num_timesteps - 1) * (np.arange(num_steps) / (num_steps - 1)) ** power)
+    steps = steps.astype(np.int64)
+    for i in range(1, num_steps):
+      steps[i] = max(steps[i], steps[i - 1] + 1)
+    if steps[-1] != num_timesteps - 1:
+      raise ValueError(f"cannot space {num_steps} steps over {num_timesteps} with power {power}")
   assert len(np.unique(steps)) == num_steps
   return steps
 
 
 def respace(schedule: Schedule, num_steps: int | None = None,
-            timesteps: np.ndarray | None = None) -> Schedule:
-  """Restrict a full schedule to N evenly spaced steps (or to the given increasing `timesteps`)."""
+            timesteps: np.ndarray | None = None, power: float = 1.0) -> Schedule:
+  """Restrict a full schedule to N steps spaced by `space_timesteps` (or to the given increasing
+  `timesteps`)."""
   if schedule.num_steps != schedule.num_train_timesteps:
     raise ValueError("respace() takes the full schedule from make_schedule()")
   if timesteps is None:
     if num_steps is None:
       raise ValueError("respace() needs num_steps or timesteps")
-    timesteps = space_timesteps(schedule.num_train_timesteps, num_steps)
+    timesteps = space_timesteps(schedule.num_train_timesteps, num_steps, power)
   timesteps = np.asarray(timesteps, dtype=np.int64)
   if np.any(np.diff(timesteps) <= 0) or timesteps[0] < 0 or \
       timesteps[-1] >= schedule.num_train_timesteps:
