@@ -595,10 +595,10 @@ def cpu_batch_parts(batch: int) -> int:
   """How many independent slices a batch of `batch` runs as on XLA:CPU: the largest divisor of
   the batch up to the cores this process may use (1 on accelerators and for a single image).
 
-  XLA:CPU runs each convolution of a small UNet on one thread, one after another, but runs
-  independent ops concurrently: the same UNet on two halves of a batch of 4 is two independent
-  chains, and on 2 cores takes 0.76× the time forward and 0.70× with ∂ε/∂x, with the same bits
-  (docs/benchmarks.md).
+  XLA:CPU runs a convolution with few input channels (32; `bench_unet.py --mode convs`) on one
+  thread, one after another, but runs independent ops concurrently: the same UNet on two halves of
+  a batch of 4 is two independent chains, and on 2 cores takes 0.76× the time forward and 0.70×
+  with ∂ε/∂x, with the same bits (docs/benchmarks.md).
   """
   if batch < 2 or jax.default_backend() != "cpu":
     return 1
