@@ -64,6 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dcic.kp = "0,0.5,1"              # K_P values: the fraction of the way to the idempotence set; the grid is their product
   config.dcic.num_steps = 50              # respaced reverse steps N
   config.dcic.start_step = 0              # 0: start from noise; k: start at step k from the noised x_b (late start)
+  config.dcic.spacing_power = 1.0         # p: steps at (T-1)*(i/(N-1))^p; 1 evenly spaced, 2 quadratic (denser at low noise)
   config.dcic.eta = 1.0                   # DDIM eta of the sampler step (1: DDPM variance, 0: deterministic)
   config.dcic.mode = "project"            # "project" (K = fraction of the way to each constraint, docs/dcic.md),
                                           # "schedule" (penalty, inner optax steps) or "dps" (Idempotence-style step)

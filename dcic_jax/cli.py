@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "object or file (over its preset and sidecar <weights>.json)")
   g.add_argument("--steps", dest="num_steps", type=number(int, 1), default=defaults.num_steps, help="reverse steps N")
   g.add_argument("--start-step", type=number(int, 0), default=defaults.start_step, help="late start at step k (0: from noise)")
+  g.add_argument("--spacing-power", type=number(low=1.0), default=defaults.spacing_power,
+                 help="steps at (T-1)*(i/(N-1))^P: 1 evenly spaced (default), 2 quadratic, denser at low noise")
   g.add_argument("--eta", type=number(low=0.0), default=defaults.eta, help="DDIM eta of the sampler step")
   g.add_argument("--mode", choices=MODES, default=defaults.mode,
                  help="project (default: K = fraction of the way to each constraint), or the penalty "

@@ -144,9 +144,10 @@ def run_source(name: str, args, grid_points, key) -> dict:
   keys = jnp.stack([sampler.header_key(((args.seed + 1) << 32) + b) for b in range(args.images)])
   kd = np.array([g[0] for g in grid_points])
   kp = np.array([g[1] for g in grid_points])
+  cfg = decoder_config(args)
   dcic = grid.GridDecoder(prior.eps_fn, fns,
-                          schedules.respace(prior.schedule, args.num_steps, power=args.spacing_power),
-                          decoder_config(args),
+                          schedules.respace(prior.schedule, args.num_steps, power=cfg.spacing_power),
+                          cfg,
                           chunk=args.images)
   idem = grid.GridDecoder(prior.eps_fn, fns, schedules.respace(prior.schedule, args.idem_steps),
                           sampler.DCICConfig(num_steps=args.idem_steps, mode="dps", eta=1.0,
@@ -330,8 +331,6 @@ def main_args(argv=None) -> argparse.Namespace:
   p.add_argument("--kd", default="0,0.25,0.5,0.75,1", help="K_D values (the grid is K_D × K_P)")
   p.add_argument("--kp", default="0,0.25,0.5,0.75,1", help="K_P values")
   p.add_argument("--num-steps", type=int, default=100, help="DCIC reverse steps N")
-  p.add_argument("--spacing-power", type=float, default=1.0,
-                 help="DCIC steps at (T−1)·(i/(N−1))^p: 1 evenly spaced (the decoder's), 2 quadratic")
   p.add_argument("--idem-steps", type=int, default=500, help="Idempotence decoder steps (0: skip)")
   p.add_argument("--idem-zeta", type=float, default=None,
                  help="Idempotence step ζ (default 0.6·size/256: the published 0.6 at 256², whose "

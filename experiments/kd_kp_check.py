@@ -186,8 +186,7 @@ def demo_part(args, check: Checks) -> dict:
 
 def analytic_part(args, check: Checks) -> dict:
   grid_points = [(a, b) for a in AXIS for b in AXIS]
-  ns = analytic_rdp.main_args(["--mode", args.analytic_mode,   # the experiment's own defaults
-                               "--spacing-power", str(args.analytic_spacing_power)]
+  ns = analytic_rdp.main_args(["--mode", args.analytic_mode]   # the experiment's own defaults
                               + [f"--set={s}" for s in args.analytic_set])
   ns.idem_steps = 0
   all_results = {}
@@ -235,8 +234,6 @@ def main(argv=None) -> int:
                  help="override a field of configs/demo.py, e.g. dcic.ball=0 (repeatable)")
   p.add_argument("--analytic-set", action="append", default=[], metavar="FIELD=VALUE",
                  help="a DCICConfig field of the analytic part's decoder, e.g. eta=0 (repeatable)")
-  p.add_argument("--analytic-spacing-power", type=float, default=1.0,
-                 help="the analytic part's step spacing (analytic_rdp.py --spacing-power; 1: even)")
   p.add_argument("--analytic-mode", default="project", choices=("project", "schedule"),
                  help="decoder of the analytic part (schedule: the penalty form)")
   args = p.parse_args(argv)

@@ -112,7 +112,7 @@ def main(argv=None):
     rows = {}
     for name, eps_fn in (("full", prior.eps_fn), ("no UNet", zero_eps)):
       dec = grid.GridDecoder(eps_fn, constraints.CodecFns.from_module(codec.module),
-                             respace(prior.schedule, cfg.num_steps), cfg, chunk)
+                             respace(prior.schedule, cfg.num_steps, power=cfg.spacing_power), cfg, chunk)
       call = lambda dec=dec: dec(prior.params, codec.params, target, keys, k_d, k_p, mesh=mesh)
       start = time.perf_counter()
       jax.block_until_ready(call())

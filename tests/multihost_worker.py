@@ -106,7 +106,7 @@ def grid_decode(out_root: pathlib.Path):
   keys = jnp.stack([sampler.header_key(11 + k) for k in range(NUM_IMAGES)])
   prior = prior_lib.load_prior("analytic:0.5")
   cfg = sampler.DCICConfig(num_steps=4, w_p=0.05)
-  decoder = grid.GridDecoder(prior.eps_fn, fns, respace(prior.schedule, cfg.num_steps), cfg)
+  decoder = grid.GridDecoder(prior.eps_fn, fns, respace(prior.schedule, cfg.num_steps, power=cfg.spacing_power), cfg)
   mesh = grid.grid_mesh(NUM_IMAGES)
   out = decoder(prior.params, params, target, keys, K_D, K_P, mesh=mesh)
 

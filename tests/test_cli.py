@@ -189,8 +189,9 @@ def test_decoder_flags_reach_the_decoder_config():
   """Every project-mode flag lands in the DCICConfig the decode is built from."""
   from dcic_jax.dcic.sampler import DCICConfig, config_from
   args = cli.build_parser().parse_args(["decompress", "a.dcic", "--kd", "1", "--kp", "1", "--idem-draw",
-                                        "--ball", "0.1", "--margin", "0.2", "--cg-iters", "3"])
+                                        "--ball", "0.1", "--margin", "0.2", "--cg-iters", "3",
+                                        "--spacing-power", "2"])
   cfg = config_from(vars(args))
-  assert (cfg.idem_draw, cfg.ball, cfg.margin, cfg.cg_iters) == (True, 0.1, 0.2, 3)
+  assert (cfg.idem_draw, cfg.ball, cfg.margin, cfg.cg_iters, cfg.spacing_power) == (True, 0.1, 0.2, 3, 2.0)
   assert not config_from(vars(cli.build_parser().parse_args(["decompress", "a.dcic"]))).idem_draw
   assert DCICConfig().idem_draw is False

@@ -270,6 +270,7 @@ def test_header_key_and_bad_prng_tag():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(mode="ddim"), "mode"), (dict(ball=-1.0), "ball"), (dict(margin=0.5), "margin"), (dict(grad="x1"), "grad"), (dict(optimizer="lbfgs"), "optimizer"),
     (dict(variant="pixels"), "variant"), (dict(start_step=200), "start_step"),
+    (dict(spacing_power=0.5), "spacing_power"),
     (dict(mode="dps", grad="x0"), "dps")])
 def test_bad_settings_are_user_errors(kwargs, match):
   with pytest.raises(UserError, match=match):

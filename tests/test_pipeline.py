@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import IMAGES, REPO
@@ -162,3 +163,20 @@ def test_codecs_of_one_architecture_share_one_compiled_decoder(exports):
   assert make_grid_decoder(q3, prior, cfg) is dec
   assert make_grid_decoder(q3, prior, sampler.DCICConfig(num_steps=3, ball=0.5)) is not dec
   assert make_grid_decoder(q3, load_prior("analytic:0.5"), cfg) is not dec
+
+
+def test_the_decoder_takes_its_steps_at_the_configured_spacing(exports, monkeypatch):
+  """`make_grid_decoder` respaces the prior's schedule by `num_steps` and `spacing_power`."""
+  from dcic_jax.codecs import codec as codec_lib
+  from dcic_jax.dcic import decode, sampler
+  from dcic_jax.diffusion import schedules
+  from dcic_jax.diffusion.prior import load_prior
+  seen = []
+  monkeypatch.setattr(decode, "GridDecoder", lambda eps, fns, schedule, cfg, *a: seen.append(schedule))
+  q1 = codec_lib.load(exports / "bmshj2018-q1")
+  prior = load_prior("analytic:0.25")
+  for power in (1.0, 2.0):
+    decode.make_grid_decoder(q1, prior, sampler.DCICConfig(num_steps=6, spacing_power=power))
+  np.testing.assert_array_equal(seen[0].timesteps, schedules.space_timesteps(1000, 6))
+  np.testing.assert_array_equal(seen[1].timesteps, schedules.space_timesteps(1000, 6, power=2.0))
+  assert seen[1].timesteps[1] < seen[0].timesteps[1]

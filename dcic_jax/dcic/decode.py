@@ -27,7 +27,8 @@ def make_grid_decoder(codec, prior, cfg: DCICConfig, chunk: int = 1,
 @functools.lru_cache(maxsize=4)
 def _shared_decoder(prior, module, cfg: DCICConfig, chunk: int, progress: bool) -> GridDecoder:
   return GridDecoder(prior.eps_fn, constraints.CodecFns.from_module(module),
-                     respace(prior.schedule, cfg.num_steps), cfg, chunk, progress)
+                     respace(prior.schedule, cfg.num_steps, power=cfg.spacing_power), cfg, chunk,
+                     progress)
 
 
 def targets_and_keys(codec, decoded: list) -> tuple[constraints.Target, jnp.ndarray]:

@@ -72,6 +72,7 @@ class DCICConfig:
                                 # one gradient step after the sampler step)
   eta: float = 1.0              # DDIM η of the sampler step (1: DDPM posterior variance, 0: deterministic)
   start_step: int = 0           # 0: start from pure noise at τ_N; k in 1..N: start at τ_k from x̂_b (late start)
+  spacing_power: float = 1.0    # p: the N steps at (T−1)·(i/(N−1))^p; 1 evenly spaced, 2 quadratic (denser at low noise)
   # project mode:
   ball: float = 0.02            # κ: the distortion set is ‖u − x̂_b‖² ≤ κ·D_q (0: the point x̂_b)
   margin: float = 0.05          # the final idempotence projection aims this far inside each cell (latent units)
@@ -104,6 +105,8 @@ class DCICConfig:
                       f"{self.inner_steps}")
     if not 0 <= self.start_step <= self.num_steps:
       raise UserError(f"start_step {self.start_step} is outside 0..{self.num_steps}")
+    if not self.spacing_power >= 1.0:
+      raise UserError(f"spacing_power must be >= 1, got {self.spacing_power}")
     if self.mode == "dps" and self.grad != "xt":
       raise UserError("dps mode differentiates through ε_θ: it needs grad='xt'")
     if self.ball < 0 or not 0 <= self.margin < 0.5 or self.cg_iters < 1 or not self.data_std > 0:
