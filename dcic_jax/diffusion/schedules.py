@@ -78,8 +78,8 @@ def space_timesteps(num_timesteps: int, num_steps: int, power: float = 1.0) -> n
   """
   if not 1 <= num_steps <= num_timesteps:
     raise ValueError(f"cannot respace {num_timesteps} timesteps to {num_steps} steps")
-  if power < 1.0:
-    raise ValueError(f"spacing power {power} < 1")
+  if not power >= 1.0:
+    raise ValueError(f"spacing power {power} is not >= 1")
   if num_steps == 1:
     return np.array([num_timesteps - 1], dtype=np.int64)
   if power == 1.0:
