@@ -145,9 +145,7 @@ def run_source(name: str, args, grid_points, key) -> dict:
   kd = np.array([g[0] for g in grid_points])
   kp = np.array([g[1] for g in grid_points])
   cfg = decoder_config(args)
-  dcic = grid.GridDecoder(prior.eps_fn, fns,
-                          schedules.respace(prior.schedule, args.num_steps, power=cfg.spacing_power),
-                          cfg,
+  dcic = grid.GridDecoder(prior.eps_fn, fns, sampler.decode_schedule(prior.schedule, cfg), cfg,
                           chunk=args.images)
   idem = grid.GridDecoder(prior.eps_fn, fns, schedules.respace(prior.schedule, args.idem_steps),
                           sampler.DCICConfig(num_steps=args.idem_steps, mode="dps", eta=1.0,

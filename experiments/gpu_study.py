@@ -67,7 +67,7 @@ class Study:
 
   def decode(self, dcic: sampler.DCICConfig, k_d, k_p, chunk: int = 1, dtype: str = "float32"):
     """(x̂ [G, H, W, 3], first-call s, median s, program GiB) of one grid call."""
-    dec = grid.GridDecoder(self.eps[dtype], self.fns, schedules.respace(FULL, dcic.num_steps, power=dcic.spacing_power), dcic,
+    dec = grid.GridDecoder(self.eps[dtype], self.fns, sampler.decode_schedule(FULL, dcic), dcic,
                            chunk=chunk)
     k_d, k_p = np.asarray(k_d, np.float32), np.asarray(k_p, np.float32)
     call = lambda: dec(self.params, self.codec.params, self.target, self.keys, k_d, k_p, mesh=self.mesh)

@@ -38,9 +38,8 @@ from configs import demo  # noqa: E402
 from dcic_jax import pipeline  # noqa: E402
 from dcic_jax.codecs import codec as codec_lib  # noqa: E402
 from dcic_jax.data.images import center_crop, load_rgb  # noqa: E402
-from dcic_jax.dcic import constraints, decode, grid  # noqa: E402
+from dcic_jax.dcic import constraints, decode, grid, sampler  # noqa: E402
 from dcic_jax.diffusion import prior as prior_lib  # noqa: E402
-from dcic_jax.diffusion.schedules import respace  # noqa: E402
 
 # HLO metadata of ops traced inside the UNet's Flax modules names one of these.
 UNET_MODULES = re.compile(r"/(conv_in|time_embed_\d|down_\d+_\w+|mid_\w+|up_\d+_\w+|norm_out|"
@@ -112,7 +111,7 @@ def main(argv=None):
     rows = {}
     for name, eps_fn in (("full", prior.eps_fn), ("no UNet", zero_eps)):
       dec = grid.GridDecoder(eps_fn, constraints.CodecFns.from_module(codec.module),
-                             respace(prior.schedule, cfg.num_steps, power=cfg.spacing_power), cfg, chunk)
+                             sampler.decode_schedule(prior.schedule, cfg), cfg, chunk)
       call = lambda dec=dec: dec(prior.params, codec.params, target, keys, k_d, k_p, mesh=mesh)
       start = time.perf_counter()
       jax.block_until_ready(call())

@@ -94,7 +94,6 @@ def grid_decode(out_root: pathlib.Path):
   from dcic_jax.dcic import constraints, grid, sampler
   from dcic_jax.data.images import load_rgb
   from dcic_jax.diffusion import prior as prior_lib
-  from dcic_jax.diffusion.schedules import respace
 
   module = make_codec("mbt2018-mean", N=16, M=24)
   params = jax.jit(module.init)(jax.random.PRNGKey(0), np.zeros((1, 64, 64, 3), np.float32))["params"]
@@ -106,7 +105,7 @@ def grid_decode(out_root: pathlib.Path):
   keys = jnp.stack([sampler.header_key(11 + k) for k in range(NUM_IMAGES)])
   prior = prior_lib.load_prior("analytic:0.5")
   cfg = sampler.DCICConfig(num_steps=4, w_p=0.05)
-  decoder = grid.GridDecoder(prior.eps_fn, fns, respace(prior.schedule, cfg.num_steps, power=cfg.spacing_power), cfg)
+  decoder = grid.GridDecoder(prior.eps_fn, fns, sampler.decode_schedule(prior.schedule, cfg), cfg)
   mesh = grid.grid_mesh(NUM_IMAGES)
   out = decoder(prior.params, params, target, keys, K_D, K_P, mesh=mesh)
 

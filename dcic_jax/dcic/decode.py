@@ -7,8 +7,7 @@ import numpy as np
 from dcic_jax import io, sweep
 from dcic_jax.dcic import constraints
 from dcic_jax.dcic.grid import GridDecoder
-from dcic_jax.dcic.sampler import DCICConfig, header_key
-from dcic_jax.diffusion.schedules import respace
+from dcic_jax.dcic.sampler import DCICConfig, decode_schedule, header_key
 from dcic_jax.errors import UserError
 
 
@@ -27,8 +26,7 @@ def make_grid_decoder(codec, prior, cfg: DCICConfig, chunk: int = 1,
 @functools.lru_cache(maxsize=4)
 def _shared_decoder(prior, module, cfg: DCICConfig, chunk: int, progress: bool) -> GridDecoder:
   return GridDecoder(prior.eps_fn, constraints.CodecFns.from_module(module),
-                     respace(prior.schedule, cfg.num_steps, power=cfg.spacing_power), cfg, chunk,
-                     progress)
+                     decode_schedule(prior.schedule, cfg), cfg, chunk, progress)
 
 
 def targets_and_keys(codec, decoded: list) -> tuple[constraints.Target, jnp.ndarray]:

@@ -54,7 +54,7 @@ from dcic_jax.diffusion import learned_sigma
 from dcic_jax.dcic.constraints import CodecFns, Target
 from dcic_jax.diffusion.samplers import (EpsFn, ddim_step, ddim_step_from_x0, predict_x0,
                                          step_coefs, step_noise)
-from dcic_jax.diffusion.schedules import Schedule
+from dcic_jax.diffusion.schedules import Schedule, respace
 from dcic_jax.errors import BitstreamError, UserError
 
 PRNG_IMPL = "threefry2x32"   # the only tag this decoder reads (partitionable threefry, see above)
@@ -112,6 +112,12 @@ class DCICConfig:
     if self.ball < 0 or not 0 <= self.margin < 0.5 or self.cg_iters < 1 or not self.data_std > 0:
       raise UserError(f"project mode needs ball >= 0, 0 <= margin < 0.5, cg_iters >= 1 and "
                       f"data_std > 0, got {self.ball}, {self.margin}, {self.cg_iters}, {self.data_std}")
+
+
+def decode_schedule(full: Schedule, cfg: DCICConfig) -> Schedule:
+  """The prior's full schedule restricted to a decode's steps: `num_steps` of them, spaced by
+  `spacing_power`. The one place a decode's steps are chosen."""
+  return respace(full, cfg.num_steps, power=cfg.spacing_power)
 
 
 def config_from(fields, **overrides) -> DCICConfig:
