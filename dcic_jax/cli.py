@@ -75,9 +75,12 @@ def _decompress(args) -> None:
     points = [(a, b) for a in kd_values for b in kp_values]
   else:
     points = [(args.kd or 0.0, args.kp or 0.0)]
-  if dcic:  # flags first: a bad factor or step count is refused before anything is decoded
+  if dcic:  # flags and the prior first: a bad factor, step count or prior is refused before
+    # anything is decoded (the base decode of a large image through a large codec takes a while)
     from dcic_jax.dcic.sampler import check_factors, config_from
+    from dcic_jax.diffusion.prior import load_prior
     check_factors(config_from(vars(args)), [v for point in points for v in point])
+    prior = load_prior(args.prior, args.prior_flags)
   data = bitstream.read_file(args.input)
   header, _ = bitstream.unpack(data)
   ckpt = resolve(args.checkpoint) if args.checkpoint else find_checkpoint(header)
@@ -90,12 +93,11 @@ def _decompress(args) -> None:
   from dcic_jax.dcic.calibrate import weights_or_calibrate
   from dcic_jax.dcic.decode import dcic_decode
   from dcic_jax.sweep import point_name
-  from dcic_jax.diffusion.prior import load_prior, notes as prior_notes
+  from dcic_jax.diffusion.prior import notes as prior_notes
   info = json.loads((ckpt / "codec.json").read_text())
   (w_d, w_p), calibration_note = weights_or_calibrate(info, args.variant, args.mode, codec, [decoded],
                                                       str(ckpt))
   cfg = config_from(vars(args), w_d=w_d, w_p=w_p)
-  prior = load_prior(args.prior, args.prior_flags)
   notes = [calibration_note] if calibration_note else []
   for note in notes + list(prior_notes(prior, header.height, header.width, cfg.mode)):
     print(note, file=sys.stderr)

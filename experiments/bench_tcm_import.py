@@ -28,6 +28,8 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "experiments"))
+import cpu_info  # noqa: E402
 import tcm_weights  # noqa: E402
 
 WORKER = r"""
@@ -116,7 +118,7 @@ def main():
   worker.wait()
   img_path.unlink()
   med = {who: {k: statistics.median(r[k] for r in rs) for k in ("encode", "decode", "bytes")} for who, rs in runs.items()}
-  print(f"TCM N={args.N} M=320, {args.size}x{args.size} image, {args.rounds} alternating rounds, {os.cpu_count()} CPUs, "
+  print(f"TCM N={args.N} M=320, {args.size}x{args.size} image, {args.rounds} alternating rounds, {cpu_info.describe()}, "
         f"official with torch threads={args.torch_threads or 'default'} (our first call, compiling: {warm:.1f} s)")
   print("| code | encode s | decode s | encode+decode s | bytes |")
   print("|---|---|---|---|---|")

@@ -47,6 +47,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cpu_info  # noqa: E402  (experiments/)
+
 
 def _diffusers_config(args) -> dict:
   """The diffusers UNet2DModel config.json equivalent to the flags (the source of truth for
@@ -315,7 +318,7 @@ def eps_benchmarks(args) -> None:
   variants = {"ours": unet}
   if args.ref:
     variants[f"ours@{args.ref}"] = _load_unet_module(args.ref)
-  print(f"JAX {jax.__version__} on {jax.devices()[0]}; rounds {args.rounds}, "
+  print(f"JAX {jax.__version__} on {jax.devices()[0]} ({cpu_info.describe()}); rounds {args.rounds}, "
         f"median of {args.repeats} calls each")
   for arch in args.arch:
     config, batch, size = _eps_archs()[arch]
@@ -390,7 +393,7 @@ def conv_thread_table(args) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   size = args.image_size
-  print(f"JAX {jax.__version__} on {jax.devices()[0]}, {os.cpu_count()} cores; 3x3 convolutions "
+  print(f"JAX {jax.__version__} on {jax.devices()[0]} ({cpu_info.describe()}); 3x3 convolutions "
         f"at {size}x{size}, SAME padding, median of {args.repeats} calls")
   print("batch  in  out   wall ms  threads busy  GFLOP/CPU-s")
   conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
@@ -456,7 +459,7 @@ def main() -> None:
   torch_s, where = _baseline(args)
   ours = jax_benchmarks(args)
   print(f"UNet: {ours['n_params'] / 1e6:.2f} M parameters, {args.image_size}x{args.image_size} "
-        f"crops, batch {args.batch}, on {ours['device']}")
+        f"crops, batch {args.batch}, on {ours['device']} ({cpu_info.describe()})")
   ours_ips = args.batch / ours["train_s"]
   print(f"  ours (JAX/Flax)      train step {ours['train_s'] * 1e3:8.1f} ms  "
         f"{ours_ips:8.1f} images/s")

@@ -1,7 +1,7 @@
 """Parity of `tcm-official` with the official TCM code, live, at any size the official code runs.
 
   bash /work/shared/tools/torch-reference-env.sh
-  python experiments/tcm_parity.py --source DIR [--sizes 64,128] [--size 384x256]
+  python experiments/tcm_parity.py --source DIR [--sizes 64,128] [--size 384x256 | --image PHOTO]
   python experiments/tcm_parity.py            # the committed 256×256 fixtures, no official code
 
 Runs experiments/fixtures/make_tcm_fixtures.py under the reference venv into a temporary folder
@@ -9,10 +9,12 @@ Runs experiments/fixtures/make_tcm_fixtures.py under the reference venv into a t
 tests/test_tcm_official.py on it, and prints the table: maximum error relative to the largest value
 of each part at the official inputs, and the fraction of y symbols our float forward rounds
 differently from the official `compress`. The committed fixtures are 256×256; a non-square size
-also checks the window order along each axis. Then the coder (`TCMCodec`, integer entropy
+also checks the window order along each axis; `--image` takes a photo instead (cropped at its
+top-left corner to multiples of 128). Then the coder (`TCMCodec`, integer entropy
 networks): the y symbols it rounds differently from the official `compress`, and its decoded mu
 against the float networks run at the same decoded inputs (max |mu_int − mu_float|, which holds the
-coder's rounding of mu to the 2**-12 grid, up to 2**-13 = 1.2e-4).
+coder's rounding of mu to the 2**-12 grid, up to 2**-13 = 1.2e-4), whether its file decodes to
+the z and y symbols it coded, bit for bit, and its file size against the official `compress` strings.
 """
 import argparse
 import os
@@ -38,18 +40,21 @@ def main():
   ap.add_argument("--source", help="git checkout of jmliu206/LIC_TCM; without it, the committed fixtures")
   ap.add_argument("--sizes", default="64,128", help="N values")
   ap.add_argument("--size", default="384x256", help="HxW, multiples of 128, at least 256")
+  ap.add_argument("--image", help="an image file instead of the seeded image of --size")
   ap.add_argument("--ref-python", default=os.path.expanduser("~/.torch-ref-venv/bin/python"))
   args = ap.parse_args()
   from dcic_jax.codecs import tcm_import
   from dcic_jax.codecs.registry import make_codec
   with tempfile.TemporaryDirectory() as tmp:
     if args.source:
+      image = ["--image", os.path.abspath(args.image)] if args.image else ["--size", args.size]
       subprocess.run([args.ref_python, str(ROOT / "experiments" / "fixtures" / "make_tcm_fixtures.py"),
-                      "--source", args.source, "--sizes", args.sizes, "--size", args.size, "--out-dir", tmp],
-                     check=True)
+                      "--source", args.source, "--sizes", args.sizes, "--out-dir", tmp, *image], check=True)
     else:
       tmp, args.size = ROOT / "tests" / "fixtures", "256x256"
-    print(f"\n{args.size} image; max relative error at the official inputs, and y symbols our float "
+    first = np.load(pathlib.Path(tmp) / f"tcm_official_N{args.sizes.split(',')[0]}.npz")["image"]
+    what = f"{args.image} ({first.shape[0]}x{first.shape[1]} crop)" if args.image else f"{args.size} image"
+    print(f"\n{what}; max relative error at the official inputs, and y symbols our float "
           "forward rounds differently from the official compress:\n")
     print("| N | " + " | ".join(PARTS) + " | symbols differing |")
     print("|---" * (len(PARTS) + 2) + "|")
@@ -67,25 +72,32 @@ def main():
       coded[n] = coder_parity(config, params, f)
     print("\nthe coder (integer entropy networks):\n")
     print("| N | y symbols differing from the official compress | max abs(mu_int − mu_float) | mean | "
-          "max before the grid rounding |")
-    print("|---|---|---|---|---|")
-    for n, (differ, size, worst, mean, own) in coded.items():
-      print(f"| {n} | {differ} of {size} ({differ / size:.1e}) | {worst:.2e} | {mean:.2e} | {own:.2e} |")
+          "max before the grid rounding | decodes to its symbols | bytes, ours / official |")
+    print("|---|---|---|---|---|---|---|")
+    for n, c in coded.items():
+      print(f"| {n} | {c['differ']} of {c['size']} ({c['differ'] / c['size']:.1e}) | {c['worst']:.2e} | "
+            f"{c['mean']:.2e} | {c['own']:.2e} | {'yes' if c['exact'] else 'NO'} | "
+            f"{c['bytes']} / {c['official_bytes']} ({c['bytes'] / c['official_bytes']:.4f}) |")
 
 
-def coder_parity(config, params, f):
-  """(symbols differing from the official compress, their count, max and mean |mu_int − mu_float|):
-  the coder's mu (without the LRP term) against the float slice networks at the decoded inputs."""
+def coder_parity(config, params, f) -> dict:
+  """The coder against the official code: y symbols rounding differently from its `compress`, the
+  coder's mu (without the LRP term) against the float slice networks at the decoded inputs, whether
+  the file decodes to the symbols coded (y − mu of the decode is exactly the symbol), file bytes."""
   from dcic_jax.codecs import tcm_codec
   codec = tcm_codec.make_tcm_codec(config, params)
-  data, _, y_sym = codec.compress_with_symbols(f["image"])
+  data, z_sym, y_sym = codec.compress_with_symbols(f["image"])
   dec = codec.decompress(data)
   mu, _ = jax.jit(lambda p, z, y: codec.module.apply({"params": p}, z, y, method="slice_params_at"))(
       params, dec.z_hat[None], dec.y_hat[None])
   mu = np.asarray(mu, np.float64)[0]
   delta = np.abs(dec.mu.astype(np.float64) - dec.r - mu)
   own = np.abs(integer_means(codec, dec) - mu)
-  return int(np.sum(y_sym != f["symbols"])), y_sym.size, float(delta.max()), float(delta.mean()), float(own.max())
+  exact = (np.array_equal(np.round(dec.z_hat - codec.medians), z_sym)
+           and np.array_equal(dec.y_hat.astype(np.float64) - dec.mu.astype(np.float64), y_sym))
+  return dict(differ=int(np.sum(y_sym != f["symbols"])), size=y_sym.size, worst=float(delta.max()),
+              mean=float(delta.mean()), own=float(own.max()), exact=exact, bytes=len(data),
+              official_bytes=int(f["official_bytes"]))
 
 
 def integer_means(codec, dec) -> np.ndarray:

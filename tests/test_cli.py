@@ -185,6 +185,17 @@ def test_dcic_user_errors_are_one_line(tmp_path, ckpt, small_file, capsys, args,
   assert not list(tmp_path.glob("*.png")) and not (tmp_path / "g").exists()
 
 
+def test_a_missing_prior_is_refused_before_the_file_is_decoded(tmp_path, ckpt, small_file, capsys, monkeypatch):
+  from dcic_jax.codecs import codec as codec_lib
+
+  def decode(*_):
+    raise AssertionError("the file was decoded before the prior was checked")
+  monkeypatch.setattr(codec_lib.Codec, "decompress", decode)
+  assert _run("decompress", small_file, tmp_path / "o.png", "--checkpoint", ckpt, "--kd", "1",
+              "--prior", tmp_path / "missing") == 2
+  assert "prior not found" in capsys.readouterr().err
+
+
 def test_decoder_flags_reach_the_decoder_config():
   """Every project-mode flag lands in the DCICConfig the decode is built from."""
   from dcic_jax.dcic.sampler import DCICConfig, config_from
