@@ -1,12 +1,14 @@
 """Fuzzes the .dcic decoder with CRC-fixed mutants of valid files of every registered codec.
 
   nice -n 10 python experiments/fuzz_bitstream.py [--mutants 100000] [--workers 2] [--seed 0]
+  python experiments/fuzz_bitstream.py --checkpoint DIR [--checkpoint DIR ...]   # other exports
 
 Anyone can recompute a CRC32, so every mutant here carries a correct one: the CRC cannot save the
 decoder, its own checks must. Mutants change header fields (sizes, padding, seed, string count and
 lengths, raw header bytes) and payloads (bit flips, overwritten, zeroed, truncated, extended,
 empty or spliced strings) of valid files: three per codec (two photo crops, one flat image), coded
-by the shipped checkpoint of each registered codec. Decodes run in persistent worker processes
+by the shipped checkpoint of each registered codec, or by the exports given with --checkpoint (an
+imported CompressAI or official TCM model, say). Decodes run in persistent worker processes
 (each decodes many mutants; restarted after a crash), so an abort (signal 6) or a hang is
 caught and counted. A decode is a hang when its worker spends over --timeout seconds of CPU time
 on it (or 6x that in wall time): CPU time, because this 2-core machine is shared and a starved
@@ -133,6 +135,27 @@ def mutate(data: bytes, rng: np.random.Generator, others: list[bytes]) -> tuple[
   return kind, p.file()
 
 
+def decode_mutants(codec, files: list[bytes], n: int, rng: np.random.Generator) -> collections.Counter:
+  """Decodes n mutants of `files` in this process: counts "decoded" and "refused" (a one-line
+  UserError); any other exception propagates. The bounded in-process form of the run below (no
+  abort or hang detection), for the tests."""
+  from dcic_jax.errors import UserError
+  outcomes = collections.Counter()
+  for _ in range(n):
+    _, data = mutate(files[rng.integers(len(files))], rng, files)
+    try:
+      decoded = codec.decompress(data)
+    except UserError as e:
+      if "\n" in str(e):
+        raise AssertionError(f"a refusal of more than one line: {e!r}") from None
+      outcomes["refused"] += 1
+    else:
+      if decoded.image.dtype != np.uint8:
+        raise AssertionError(f"decoded to {decoded.image.dtype}")
+      outcomes["decoded"] += 1
+  return outcomes
+
+
 # ---- valid files ----
 def shipped_checkpoints() -> dict[str, pathlib.Path]:
   """The lowest-rate shipped export of every registered codec."""
@@ -143,6 +166,22 @@ def shipped_checkpoints() -> dict[str, pathlib.Path]:
     if not found:
       raise SystemExit(f"no shipped checkpoint for {cid}")
     out[cid] = found[0].parent
+  return out
+
+
+def given_checkpoints(dirs: list[str]) -> dict[str, pathlib.Path]:
+  """The exports named on the command line, keyed by their codec id (one export per codec id)."""
+  import json
+  out = {}
+  for d in dirs:
+    path = pathlib.Path(d)
+    try:
+      cid = json.loads((path / "codec.json").read_text())["codec_id"]
+    except (OSError, ValueError, KeyError) as e:
+      raise SystemExit(f"error: {d} is not a codec export ({type(e).__name__}: {e})") from None
+    if cid in out:
+      raise SystemExit(f"error: {out[cid]} and {d} are both {cid} exports: give one per codec id")
+    out[cid] = path
   return out
 
 
@@ -210,8 +249,8 @@ class Worker:
 
 
 def run(n_mutants: int, n_workers: int, seed: int, timeout: float, report_every: int, cases=None,
-        out=sys.stdout) -> dict:
-  checkpoints = shipped_checkpoints()
+        out=sys.stdout, checkpoints: dict | None = None) -> dict:
+  checkpoints = checkpoints or shipped_checkpoints()
   t_start = time.time()
   workers = [Worker(checkpoints) for _ in range(n_workers)]
   files = workers[0].files
@@ -301,8 +340,11 @@ def main():
   ap.add_argument("--timeout", type=float, default=10.0, help="CPU seconds after which a decode is a hang")
   ap.add_argument("--cases", default=None, help="folder for the mutants that were neither refused nor decoded")
   ap.add_argument("--report", type=int, default=5000, help="print the table every this many mutants")
+  ap.add_argument("--checkpoint", action="append", default=[],
+                  help="fuzz files of this export instead of the shipped ones (repeatable)")
   args = ap.parse_args()
-  result = run(args.mutants, args.workers, args.seed, args.timeout, args.report, args.cases)
+  result = run(args.mutants, args.workers, args.seed, args.timeout, args.report, args.cases,
+               checkpoints=given_checkpoints(args.checkpoint) if args.checkpoint else None)
   bad = sum(v for (k, o), v in result["counts"].items() if o in ("traceback", "abort", "hang")
             and not k.startswith("strategy:"))
   sys.exit(1 if bad else 0)

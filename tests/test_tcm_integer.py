@@ -178,6 +178,17 @@ def test_hostile_latents_are_a_decode_error():
     codec.decompress(bitstream.pack(header, [enc.finish()]))
 
 
+def test_crc_fixed_mutants_are_refused_or_decoded():
+  """experiments/fuzz_bitstream.py's mutants of tcm-official files (import-only, so not in the
+  registered codecs test_fuzz.py covers): each decodes or is refused in one line."""
+  sys.path.insert(0, str(REPO / "experiments"))
+  import fuzz_bitstream  # pylint: disable=g-import-not-at-top
+  codec = _tiny_codec()
+  files = [codec.compress(_image(), seed=1), codec.compress(np.full((64, 64, 3), 90, np.uint8))]
+  outcomes = fuzz_bitstream.decode_mutants(codec, files, 60, np.random.default_rng(0))
+  assert outcomes["refused"] > 30, outcomes
+
+
 def test_command_line_round_trip(tmp_path):
   """compress and decompress in fresh processes on a written export: the same file bytes and the
   same decoded latents as in this process, so the same symbols.
