@@ -1,38 +1,52 @@
-"""Golden files: a shipped image through shipped codecs gives the same .dcic bytes and the same
-decoded pixels as when these hashes were pinned (x86-64, XLA:CPU; the default XLA flags and the
-tests' give the same hashes, while backend optimisation level 0 rounds a tcm pixel apart).
+"""Golden files: a shipped image through shipped codecs gives the same .dcic bytes, the same
+decoded latents and, within one level, the same decoded pixels as when they were pinned.
 
-A change that moves either hash changes what users' files contain or decode to; if it is meant,
-say so in CHANGELOG.md and pin the new hashes. The same image through two codec families: the CNN
-hyperprior (mbt2018-mean) and the hybrid Transformer codec (tcm). Files of format version 2 (the
-integer networks' old grids) are pinned too, at the hashes they had before version 3: old files
-must keep decoding to what they did.
+The file and y_hat are exact integers (the integer entropy networks), so they are pinned by hash
+on every platform. The pixels come from the float synthesis transform, whose last bits move with
+the CPU and the compiler: on a 2-core AVX-512 EPYC the tcm pixels hashed differently from the
+machine that first pinned them, and backend optimisation level 0 moves 3-9 of tcm's 294,912
+values by one level. They are compared with reference PNGs: at most one level apart, at most
+0.1% of the values.
+
+A change that moves a hash or the pixels changes what users' files contain or decode to; if it is
+meant, say so in CHANGELOG.md and re-pin with experiments/fixtures/make_golden.py. Two codec
+families: the CNN hyperprior (mbt2018-mean) and the hybrid Transformer codec (tcm). Files of
+format version 2 (the integer networks' old grids) are pinned too, at what they had before version
+3: old files must keep decoding to what they did.
 """
 import hashlib
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from conftest import IMAGES, SHIPPED
+from conftest import IMAGES, REPO, SHIPPED
 from dcic_jax.codecs import codec as codec_lib
 from dcic_jax.data.images import load_rgb
 
-GOLDEN = {  # (codec, format version): (file bytes, sha256 of the file, sha256 of the decoded uint8 pixels)
+GOLDEN = {  # (codec, format version): (file bytes, sha256 of the file, sha256 of y_hat)
     ("mbt2018-mean-q2", 3): (2809, "c3d8709ba9a45a77d74e2aa1f2c014a90ddd10b9f0b6ceb6c91abde36b603f9e",
-                             "c32e2d387288a0623c054f37f77a5a531db9043de347fd7b56d38d93694c10d5"),
+                             "36e6ed6dfd865e3049c9453369304b90b1d09011b7848a1683d74fa6a2aa2779"),
     ("tcm-q1", 3): (1485, "4ffae8ca9710ea3c46ddd54ebe20f2bc3cad188b717c02c0072c9fac34e5a024",
-                    "af7cc8a7c2bd901977958136d6aa3d012c8d130b4b3420ab6a95dbe6bef4a787"),
+                    "81ebe124e12bab1fc66517fb15cf819c4f8b1a1fdb4ac0468ce1b1ecf1f0c65a"),
     ("mbt2018-mean-q2", 2): (2809, "a832180c94cd84b4ca366c3a968f0597e138701b150507766ad7da92aa8383de",
-                             "456798533bdfb7de9f484c01b67ae74149e372e0d0587649a1c6a475b31290c6"),
+                             "973391ffef5c13526a37e385cce228ac33110f6e39592d5e9769dbd6bd069da0"),
     ("tcm-q1", 2): (1489, "e89f0e1f4f26e90be1d42cf7731f0621a21a80c6b366b86bcad219d7903d1769",
-                    "056228040d4353055eb9ce5a46bbffba15f018a4f5f98cc7515826859a5ce759"),
+                    "4d02389709d3176af7c48e5f1442865fe06314afeed8c697b7fd50d15113736b"),
 }
+REFERENCE = REPO / "tests" / "fixtures" / "golden"
+MAX_DIFFERING = 1e-3  # share of pixel values allowed one level off the reference
 
 
 @pytest.mark.parametrize("name,version", sorted(GOLDEN))
 def test_shipped_image_codes_and_decodes_to_the_pinned_bytes(name, version):
-  size, file_hash, pixels_hash = GOLDEN[name, version]
+  size, file_hash, y_hat_hash = GOLDEN[name, version]
   codec = codec_lib.load(SHIPPED / name)
   data = codec.compress(load_rgb(IMAGES / "kodim15_crop.png"), seed=7, version=version)
   assert (len(data), hashlib.sha256(data).hexdigest()) == (size, file_hash)
-  decoded = codec.decompress(data).image
-  assert hashlib.sha256(decoded.tobytes()).hexdigest() == pixels_hash
+  decoded = codec.decompress(data)
+  assert hashlib.sha256(decoded.y_hat.tobytes()).hexdigest() == y_hat_hash
+  reference = np.asarray(Image.open(REFERENCE / f"{name}-v{version}.png"))
+  assert decoded.image.shape == reference.shape
+  diff = np.abs(decoded.image.astype(np.int16) - reference.astype(np.int16))
+  assert diff.max() <= 1 and np.mean(diff > 0) <= MAX_DIFFERING, (int(diff.max()), int(np.sum(diff > 0)))
