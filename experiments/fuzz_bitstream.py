@@ -172,15 +172,16 @@ def shipped_checkpoints() -> dict[str, pathlib.Path]:
 def given_checkpoints(dirs: list[str]) -> dict[str, pathlib.Path]:
   """The exports named on the command line, keyed by their codec id (one export per codec id)."""
   import json
+  from dcic_jax.errors import UserError
   out = {}
   for d in dirs:
     path = pathlib.Path(d)
     try:
       cid = json.loads((path / "codec.json").read_text())["codec_id"]
     except (OSError, ValueError, KeyError) as e:
-      raise SystemExit(f"error: {d} is not a codec export ({type(e).__name__}: {e})") from None
+      raise UserError(f"{d} is not a codec export ({type(e).__name__}: {e})") from None
     if cid in out:
-      raise SystemExit(f"error: {out[cid]} and {d} are both {cid} exports: give one per codec id")
+      raise UserError(f"{out[cid]} and {d} are both {cid} exports: give one per codec id")
     out[cid] = path
   return out
 
@@ -351,4 +352,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  from dcic_jax.errors import exit_code
+  sys.exit(exit_code(main))

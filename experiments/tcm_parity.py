@@ -31,6 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 import tcm_weights  # noqa: E402
 import test_tcm_official as checks  # noqa: E402
+from dcic_jax.errors import UserError, exit_code  # noqa: E402
 
 PARTS = ("y", "z", "means", "scales", "y_likelihoods", "z_likelihoods", "x_hat")
 
@@ -43,6 +44,8 @@ def main():
   ap.add_argument("--image", help="an image file instead of the seeded image of --size")
   ap.add_argument("--ref-python", default=os.path.expanduser("~/.torch-ref-venv/bin/python"))
   args = ap.parse_args()
+  if args.image and not args.source:
+    raise UserError("--image needs --source (the official code codes the photo)")
   from dcic_jax.codecs import tcm_import
   from dcic_jax.codecs.registry import make_codec
   with tempfile.TemporaryDirectory() as tmp:
@@ -119,4 +122,4 @@ def integer_means(codec, dec) -> np.ndarray:
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(exit_code(main))
