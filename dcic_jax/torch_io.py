@@ -88,7 +88,9 @@ def load_state_dict(path, wrappers=WRAPPERS, strict: bool = False,
   try:
     obj = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:  # pickle/zip errors have many types; all mean "not a state dict file"
-    first = (str(e).strip().splitlines() or [""])[0]
+    # the first sentence: torch's own advice after it (weights_only=False) is not for a file
+    # from outside
+    first = (str(e).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")
     raise UserError(f"cannot read {path} as a PyTorch state dict ({type(e).__name__}: {first})") from None
   for wrapper in wrappers:
     if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):

@@ -24,3 +24,18 @@ def test_missing_torch_is_one_user_error_line_and_an_import_error(monkeypatch, t
   with pytest.raises(UserError, match=r"^reading PyTorch .* needs torch: pip install torch==") as info:
     torch_io.load_state_dict(tmp_path / "w.pt")
   assert isinstance(info.value, ImportError) and "\n" not in str(info.value)
+
+
+def test_an_unreadable_file_is_one_line_without_torchs_advice(monkeypatch, tmp_path):
+  """torch's refusal goes on to advise weights_only=False, which is wrong for a file from outside:
+  the error keeps only its first sentence."""
+  import types
+
+  def load(*_, **__):
+    raise RuntimeError("Weights only load failed. Re-running `torch.load` with `weights_only` set to "
+                       "`False` will likely succeed, but it can result in arbitrary code execution.\nmore")
+  monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(load=load))
+  with pytest.raises(UserError) as info:
+    torch_io.load_state_dict(tmp_path / "photo.png")
+  assert str(info.value) == (f"cannot read {tmp_path / 'photo.png'} as a PyTorch state dict "
+                             "(RuntimeError: Weights only load failed)")
