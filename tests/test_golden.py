@@ -15,14 +15,16 @@ format version 2 (the integer networks' old grids) are pinned too, at what they 
 3: old files must keep decoding to what they did.
 """
 import hashlib
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import IMAGES, REPO, SHIPPED
-from dcic_jax.codecs import codec as codec_lib
-from dcic_jax.data.images import load_rgb
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "experiments" / "fixtures"))
+import make_golden  # noqa: E402  (the coding that pinned these: image, seed, exports)
 
 GOLDEN = {  # (codec, format version): (file bytes, sha256 of the file, sha256 of y_hat)
     ("mbt2018-mean-q2", 3): (2809, "c3d8709ba9a45a77d74e2aa1f2c014a90ddd10b9f0b6ceb6c91abde36b603f9e",
@@ -34,19 +36,20 @@ GOLDEN = {  # (codec, format version): (file bytes, sha256 of the file, sha256 o
     ("tcm-q1", 2): (1489, "e89f0e1f4f26e90be1d42cf7731f0621a21a80c6b366b86bcad219d7903d1769",
                     "4d02389709d3176af7c48e5f1442865fe06314afeed8c697b7fd50d15113736b"),
 }
-REFERENCE = REPO / "tests" / "fixtures" / "golden"
 MAX_DIFFERING = 1e-3  # share of pixel values allowed one level off the reference
+
+
+def test_the_pinned_cases_are_the_ones_the_script_pins():
+  assert set(GOLDEN) == set(make_golden.CASES)
 
 
 @pytest.mark.parametrize("name,version", sorted(GOLDEN))
 def test_shipped_image_codes_and_decodes_to_the_pinned_bytes(name, version):
   size, file_hash, y_hat_hash = GOLDEN[name, version]
-  codec = codec_lib.load(SHIPPED / name)
-  data = codec.compress(load_rgb(IMAGES / "kodim15_crop.png"), seed=7, version=version)
+  data, decoded = make_golden.code(name, version)
   assert (len(data), hashlib.sha256(data).hexdigest()) == (size, file_hash)
-  decoded = codec.decompress(data)
   assert hashlib.sha256(decoded.y_hat.tobytes()).hexdigest() == y_hat_hash
-  reference = np.asarray(Image.open(REFERENCE / f"{name}-v{version}.png"))
+  reference = np.asarray(Image.open(make_golden.OUT / f"{name}-v{version}.png"))
   assert decoded.image.shape == reference.shape
   diff = np.abs(decoded.image.astype(np.int16) - reference.astype(np.int16))
   assert diff.max() <= 1 and np.mean(diff > 0) <= MAX_DIFFERING, (int(diff.max()), int(np.sum(diff > 0)))
