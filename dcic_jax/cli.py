@@ -78,7 +78,7 @@ def _decompress(args) -> None:
   if dcic:  # flags and the prior first: a bad factor, step count or prior is refused before
     # anything is decoded (the base decode of a large image through a large codec takes a while)
     from dcic_jax.dcic.sampler import check_factors, config_from
-    from dcic_jax.diffusion.prior import load_prior
+    from dcic_jax.diffusion.prior import load_prior, notes as prior_notes
     check_factors(config_from(vars(args)), [v for point in points for v in point])
     prior = load_prior(args.prior, args.prior_flags)
   data = bitstream.read_file(args.input)
@@ -93,7 +93,6 @@ def _decompress(args) -> None:
   from dcic_jax.dcic.calibrate import weights_or_calibrate
   from dcic_jax.dcic.decode import dcic_decode
   from dcic_jax.sweep import point_name
-  from dcic_jax.diffusion.prior import notes as prior_notes
   info = json.loads((ckpt / "codec.json").read_text())
   (w_d, w_p), calibration_note = weights_or_calibrate(info, args.variant, args.mode, codec, [decoded],
                                                       str(ckpt))
