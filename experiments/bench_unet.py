@@ -314,6 +314,7 @@ def eps_benchmarks(args) -> None:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from dcic_jax import host_parts  # pylint: disable=g-import-not-at-top
   from dcic_jax.diffusion import convert, unet  # pylint: disable=g-import-not-at-top
   variants = {"ours": unet}
   if args.ref:
@@ -349,6 +350,21 @@ def eps_benchmarks(args) -> None:
       if grad_params is not params:   # the same ∂ε/∂x with the kernels made in every call
         grad(params, x, t, v).block_until_ready()
         calls[f"{name}/call"] = {"grad": lambda grad=grad: grad(params, x, t, v).block_until_ready()}
+      parts = host_parts.parts_for(args.host_parts, batch)
+      if name == "ours" and parts > 1 and batch % parts == 0:
+        # The batch as `parts` concurrent calls (dcic_jax/host_parts.py, as the grid decoder
+        # runs its items on one CPU device); the same ε, item by item.
+        fwd_p = host_parts.split_batch(eps_fn, parts, batch_argnums=(1, 2))
+        grad_p = host_parts.split_batch(
+            jax.grad(lambda p, x, t, v, eps_fn=eps_fn: jnp.sum(eps_fn(p, x, t) * v), argnums=1),
+            parts, batch_argnums=(1, 2, 3))
+        err_p = float(jnp.max(jnp.abs(fwd_p(params, x, t) - fwd(params, x, t))))
+        grad_p(grad_params, x, t, v).block_until_ready()
+        calls[f"{name}/parts{parts}"] = {
+            "fwd": lambda f=fwd_p: f(params, x, t).block_until_ready(),
+            "grad": lambda g=grad_p, gp=grad_params: g(gp, x, t, v).block_until_ready()}
+        print(f"{arch}: {name}/parts{parts} (the batch as {parts} concurrent calls) vs one call: "
+              f"max |Δε| = {err_p:.1e}")
       print(f"{arch}: {info['n_params'] / 1e6:.1f} M parameters, {batch}x{size}x{size}; {name} ε "
             f"vs diffusers: max |Δ| / max |ε| = {err:.1e}")
     print(f"  diffusers: torch {info['torch']}, {info['threads']} threads ({python})")
@@ -435,6 +451,9 @@ def main() -> None:
   p.add_argument("--rounds", type=int, default=3, help="eps mode: alternating rounds")
   p.add_argument("--repeats", type=int, default=3, help="eps mode: timed calls per round")
   p.add_argument("--ref", default="", help="eps mode: also time unet.py at this git revision")
+  p.add_argument("--host-parts", type=int, default=2,
+                 help="eps mode: also time ours with a batch of several images cut into this many "
+                 "concurrent calls (dcic_jax/host_parts.py; 1: not)")
   p.add_argument("--torch-eps-worker", action="store_true", help=argparse.SUPPRESS)
   args = p.parse_args()
   if args.torch_eps_worker:

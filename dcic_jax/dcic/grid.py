@@ -12,14 +12,13 @@ differ from 1 × 4 by up to 2.7e-7 (tests/test_multihost.py), well below one 8-b
 K_D and K_P are traced arrays, so every grid of the same length reuses one compiled program.
 
 On one CPU device the grid is cut into `host_parts` equal parts that run as concurrent calls of one
-compiled program, on threads of this process: XLA:CPU keeps only about one core busy with a batch-1
-UNet and codec, so the parts fill the others (the demo's grid call: ~0.7× the time on 2 cores;
+compiled program, on threads of this process (`dcic_jax/host_parts.py`): XLA:CPU keeps only about
+one core busy with a batch-1 UNet and codec, so the parts fill the others (the demo's grid call: ~0.7× the time on 2 cores;
 docs/benchmarks.md). Each item is the same function of its inputs either way; the parts' programs
 are compiled for fewer items, which may round differently in the last bits (5e-7 measured).
 Multi-host: call `jax.distributed.initialize()` first; the mesh spans the global devices and the
 same code runs on every host (docs/scaling.md).
 """
-import concurrent.futures
 import contextlib
 import math
 from typing import Any
@@ -30,6 +29,7 @@ import numpy as np
 import tqdm
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
+from dcic_jax.host_parts import parts_for, run_concurrently
 from dcic_jax.dcic.constraints import CodecFns, Target
 from dcic_jax.dcic.sampler import DCICConfig, make_decode_one
 from dcic_jax.diffusion.samplers import EpsFn
@@ -122,7 +122,7 @@ class GridDecoder:
     # in each of `parts` equal concurrent calls.
     per_device_images = num_images // mesh.shape["data"]
     step = mesh.shape["grid"] * (self.chunk // math.gcd(self.chunk, per_device_images))
-    parts = self._parts(mesh, -(-len(k_d) // step))
+    parts = parts_for(self.host_parts, -(-len(k_d) // step), mesh.devices.flat)
     pad = -len(k_d) % (step * parts)
     k_d_p = np.concatenate([k_d, np.repeat(k_d[-1:], pad)]).reshape(parts, -1)
     k_p_p = np.concatenate([k_p, np.repeat(k_p[-1:], pad)]).reshape(parts, -1)
@@ -146,24 +146,10 @@ class GridDecoder:
         self._bar = None
     return out[:len(k_d)] if trim else out
 
-  def _parts(self, mesh, units: int) -> int:
-    """How many concurrent calls: `host_parts` (at most one per `units` of whole chunks) on a
-    one-device CPU mesh of one process, else 1."""
-    device = mesh.devices.flat[0]
-    if mesh.devices.size != 1 or device.platform != "cpu" or jax.process_count() != 1:
-      return 1
-    return max(1, min(self.host_parts, units))
-
   def _concurrently(self, mesh, args: list) -> list:
     """The parts as concurrent calls of one ahead-of-time compiled program (compiled once, before
     the threads start, so they do not each compile it)."""
     key = (tuple(mesh.shape.items()), tuple((a.shape, a.dtype) for a in jax.tree.leaves(args[0])))
     if key not in self._aot:
       self._aot[key] = self._compiled(mesh).lower(*args[0]).compile()
-    compiled = self._aot[key]
-
-    def run(a):
-      with jax.threefry_partitionable(True):  # per thread, like every jax config context
-        return jax.block_until_ready(compiled(*a))
-    with concurrent.futures.ThreadPoolExecutor(len(args)) as pool:
-      return list(pool.map(run, args))
+    return run_concurrently(self._aot[key], args)
