@@ -48,6 +48,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 import cpu_info  # noqa: E402  (experiments/)
 
 
@@ -313,7 +314,6 @@ def eps_benchmarks(args) -> None:
 
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   from dcic_jax import host_parts  # pylint: disable=g-import-not-at-top
   from dcic_jax.diffusion import convert, unet  # pylint: disable=g-import-not-at-top
   variants = {"ours": unet}
