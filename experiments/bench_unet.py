@@ -28,6 +28,9 @@ jobs' load the wall ratio moves, PyTorch's OpenMP suffering more, the CPU ratio 
 the load average at each round. Architectures (`--arch`): `celebahq` is google/ddpm-ema-celebahq-256's
 (113.7 M parameters) at 1×64×64, `ddpm32` a DDPM-flag UNet with channels 32/32/64/64 at 4×128×128,
 `shipped` the shipped prior's architecture (1.14 M) at the demo's 1×128×128.
+Where the batch has several images (ddpm32), `ours/parts2` also times ours with the batch cut
+into `--host-parts` concurrent calls (`dcic_jax/host_parts.py`, as the grid decoder runs its
+items on one CPU device; XLA:CPU does not overlap the slices of one call as well).
 `--ref REV` also times unet.py as of git revision REV (same weights) in the same rounds:
 
   python experiments/bench_unet.py --mode eps --torch-python ~/.torch-ref-venv/bin/python
