@@ -1,7 +1,7 @@
 """A batch as concurrent calls of one compiled program, on threads of this process (one CPU device).
 
 XLA:CPU runs the small convolutions of a diffusion UNet or a codec (up to about 32 input channels,
-batch 1–2) on one core, and it does not run independent parts of one program side by side
+batch 1–2) on one core, and overlaps independent parts of one program only in part
 (`experiments/bench_unet.py --mode convs`; docs/benchmarks.md). Cutting a batch into equal parts
 and running them as concurrent calls of the program compiled for one part fills the other cores.
 Each item is the same function of its inputs either way; a program compiled for fewer items may

@@ -13,8 +13,8 @@ K_D and K_P are traced arrays, so every grid of the same length reuses one compi
 
 On one CPU device the grid is cut into `host_parts` equal parts that run as concurrent calls of one
 compiled program, on threads of this process (`dcic_jax/host_parts.py`): XLA:CPU keeps only about
-one core busy with a batch-1 UNet and codec, so the parts fill the others (the demo's grid call: ~0.7× the time on 2 cores;
-docs/benchmarks.md). Each item is the same function of its inputs either way; the parts' programs
+one core busy with a batch-1 UNet and codec, so the parts fill the others (the demo's grid call:
+~0.7× the time on 2 cores; docs/benchmarks.md). Each item is the same function of its inputs either way; the parts' programs
 are compiled for fewer items, which may round differently in the last bits (5e-7 measured).
 Multi-host: call `jax.distributed.initialize()` first; the mesh spans the global devices and the
 same code runs on every host (docs/scaling.md).
@@ -29,11 +29,11 @@ import numpy as np
 import tqdm
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-from dcic_jax.host_parts import parts_for, run_concurrently
 from dcic_jax.dcic.constraints import CodecFns, Target
 from dcic_jax.dcic.sampler import DCICConfig, make_decode_one
 from dcic_jax.diffusion.samplers import EpsFn
 from dcic_jax.diffusion.schedules import Schedule
+from dcic_jax.host_parts import parts_for, run_concurrently
 
 
 def grid_mesh(num_images: int, devices=None) -> jax.sharding.Mesh:
