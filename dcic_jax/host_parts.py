@@ -38,6 +38,17 @@ def run_concurrently(compiled: Callable, args_per_part: Sequence[tuple]) -> list
     return list(pool.map(run, args_per_part))
 
 
+def concurrent_calls(jitted: Callable, args_per_part: Sequence[tuple], cache: dict) -> list:
+  """`jitted(*args)` for every part, as concurrent calls of the program compiled ahead of time for
+  the parts' argument shapes (kept in `cache`), so that the threads do not each compile it."""
+  first = args_per_part[0]
+  key = (jax.tree.structure(first),
+         tuple((jnp.shape(a), str(jnp.result_type(a))) for a in jax.tree.leaves(first)))
+  if key not in cache:
+    cache[key] = jitted.lower(*first).compile()
+  return run_concurrently(cache[key], args_per_part)
+
+
 def split_batch(fn: Callable, parts: int, batch_argnums: Sequence[int]) -> Callable:
   """`fn` (jax-traceable) with the leading axis of the arguments at `batch_argnums` cut into
   `parts` equal parts, run as concurrent calls; outputs concatenated along their leading axis.
@@ -59,11 +70,7 @@ def split_batch(fn: Callable, parts: int, batch_argnums: Sequence[int]) -> Calla
     size = batch // p
     pieces = [tuple(a[k * size:(k + 1) * size] if i in batch_argnums else a
                     for i, a in enumerate(args)) for k in range(p)]
-    key = (jax.tree.structure(pieces[0]),
-           tuple((jnp.shape(a), str(jnp.result_type(a))) for a in jax.tree.leaves(pieces[0])))
-    if key not in compiled:
-      compiled[key] = jitted.lower(*pieces[0]).compile()
-    outs = run_concurrently(compiled[key], pieces)
+    outs = concurrent_calls(jitted, pieces, compiled)
     return jax.tree.map(lambda *o: jnp.concatenate(o), *outs)
 
   return call

@@ -1,4 +1,4 @@
-"""A batch as concurrent calls of one compiled program on one CPU device (dcic_jax/host_parts.py)."""
+"""A batch as concurrent calls of one compiled program on one CPU device (dcic_jax/host_parts)."""
 import jax
 import jax.numpy as jnp
 import numpy as np

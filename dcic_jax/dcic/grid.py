@@ -14,8 +14,9 @@ K_D and K_P are traced arrays, so every grid of the same length reuses one compi
 On one CPU device the grid is cut into `host_parts` equal parts that run as concurrent calls of one
 compiled program, on threads of this process (`dcic_jax/host_parts.py`): XLA:CPU keeps only about
 one core busy with a batch-1 UNet and codec, so the parts fill the others (the demo's grid call:
-~0.7× the time on 2 cores; docs/benchmarks.md). Each item is the same function of its inputs either way; the parts' programs
-are compiled for fewer items, which may round differently in the last bits (5e-7 measured).
+~0.7× the time on 2 cores; docs/benchmarks.md). Each item is the same function of its inputs
+either way; the parts' programs are compiled for fewer items, which may round differently in the
+last bits (5e-7 measured).
 Multi-host: call `jax.distributed.initialize()` first; the mesh spans the global devices and the
 same code runs on every host (docs/scaling.md).
 """
@@ -33,7 +34,7 @@ from dcic_jax.dcic.constraints import CodecFns, Target
 from dcic_jax.dcic.sampler import DCICConfig, make_decode_one
 from dcic_jax.diffusion.samplers import EpsFn
 from dcic_jax.diffusion.schedules import Schedule
-from dcic_jax.host_parts import parts_for, run_concurrently
+from dcic_jax.host_parts import concurrent_calls, parts_for
 
 
 def grid_mesh(num_images: int, devices=None) -> jax.sharding.Mesh:
@@ -147,9 +148,6 @@ class GridDecoder:
     return out[:len(k_d)] if trim else out
 
   def _concurrently(self, mesh, args: list) -> list:
-    """The parts as concurrent calls of one ahead-of-time compiled program (compiled once, before
-    the threads start, so they do not each compile it)."""
-    key = (tuple(mesh.shape.items()), tuple((a.shape, a.dtype) for a in jax.tree.leaves(args[0])))
-    if key not in self._aot:
-      self._aot[key] = self._compiled(mesh).lower(*args[0]).compile()
-    return run_concurrently(self._aot[key], args)
+    """The parts as concurrent calls of one program, compiled once per mesh and argument shapes."""
+    return concurrent_calls(self._compiled(mesh), args,
+                            self._aot.setdefault(tuple(mesh.shape.items()), {}))
