@@ -72,7 +72,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.dcic.ball = 0.02                 # kappa: distortion set |u - x_b|^2 <= kappa * D_q (D_q: the error the cells explain)
   config.dcic.margin = 0.05               # the final idempotence projection aims this far inside each quantisation cell
   config.dcic.cg_iters = 4                # conjugate-gradient iterations of each idempotence step
-  config.dcic.data_std = 0.5              # std of the data in [-1, 1] units, for the variance of x0 given x_t
+  config.dcic.x0_var = "gaussian"         # variance of x0 given x_t in the idempotence step: "gaussian" (N(0, data_std^2) data) or "eps" (the prior's own estimate per image, from its eps and x0)
+  config.dcic.data_std = 0.5              # std of the data in [-1, 1] units, for x0_var = "gaussian"
   config.dcic.idem_draw = False           # idempotence step draws the latents from their truncated normals (posterior sampling) instead of taking their mean
   # schedule and dps modes (the penalty form, calibrated weights w_D, w_P from codec.json):
   config.dcic.grad = "xt"                 # "xt": gradient through eps_theta; "x0": through the codec only (cheaper)

@@ -137,7 +137,7 @@ def _grid(text: str) -> tuple[list[float], list[float]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  from dcic_jax.dcic.sampler import MODES, DCICConfig
+  from dcic_jax.dcic.sampler import MODES, X0_VARS, DCICConfig
   defaults = DCICConfig()
   p = Parser(prog="python -m dcic_jax", description=__doc__.splitlines()[0])
   sub = p.add_subparsers(dest="command", required=True)
@@ -179,8 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument("--margin", type=number(low=0.0), default=defaults.margin,
                  help="project: how far inside its cell the final projection puts each latent")
   g.add_argument("--cg-iters", type=number(int, 1), default=defaults.cg_iters, help="project: CG iterations per step")
-  g.add_argument("--idem-draw", action="store_true",
-                 help="project: draw the latents from their truncated normals (posterior sampling) instead of their mean")
+  g.add_argument("--idem-draw", action=argparse.BooleanOptionalAction, default=defaults.idem_draw,
+                 help="project: draw the latents from their truncated normals (posterior sampling) instead "
+                 "of their mean")
+  g.add_argument("--x0-var", choices=X0_VARS, default=defaults.x0_var,
+                 help="project: Var[x0 | x_t] for Gaussian data of std --data-std (default), or the prior's "
+                 "own estimate from its eps")
+  g.add_argument("--data-std", type=number(low=0.0), default=defaults.data_std,
+                 help="project, --x0-var gaussian: the data's std in [-1, 1] units")
   g.add_argument("--grad", choices=("xt", "x0"), default=defaults.grad, help="schedule: gradient through")
   g.add_argument("--inner", dest="inner_steps", type=number(int, 0), default=defaults.inner_steps,
                  help="schedule: inner optimiser steps G")

@@ -311,7 +311,7 @@ def parse_floats(text: str) -> list[float]:
   return [float(v) for v in text.split(",") if v]
 
 
-def _field(text: str) -> tuple[str, object]:
+def field(text: str) -> tuple[str, object]:
   """"eta=0" -> ("eta", 0.0), typed like the DCICConfig field it names."""
   name, sep, value = text.partition("=")
   defaults = sampler.DCICConfig()
@@ -351,7 +351,7 @@ def main_args(argv=None) -> argparse.Namespace:
     args.sources, args.q_steps, args.kd, args.kp = "gauss,vec", "0.25,0.5", "0,0.2,1", "0,0.5,1"
     args.num_steps, args.idem_steps, args.images, args.size, args.joint_n = 50, 100, 1, 32, 500
   args.q_steps = parse_floats(args.q_steps)
-  args.set = dict(_field(text) for text in args.set)
+  args.set = dict(field(text) for text in args.set)
   if args.idem_zeta is None:
     args.idem_zeta = 0.6 * args.size / 256
   return args

@@ -15,6 +15,7 @@ forward passes at which DCIC (0, 1) is at least as realistic as the Idempotence 
 
   python experiments/dp_sweep.py                                     # ~20 min on a 2-core CPU
   python experiments/dp_sweep.py --idempotence-steps 0 --steps 20    # DCIC only, minutes
+  python experiments/dp_sweep.py --idempotence-steps 0 --steps "" --set idem_draw=1   # a DCIC variant
   python experiments/dp_sweep.py --prior analytic:0.5 --steps 10 --idempotence-steps 20   # smoke
 
 Crops: --crops-per-image non-overlapping squares of side --crop around the centre of each image
@@ -31,7 +32,9 @@ import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "experiments"))
 
+import analytic_rdp  # noqa: E402
 from dcic_jax import score  # noqa: E402
 from dcic_jax.codecs import codec as codec_lib  # noqa: E402
 from dcic_jax.data.images import list_images, load_rgb  # noqa: E402
@@ -108,8 +111,11 @@ def main(argv=None):
   p.add_argument("--swd-seeds", type=int, default=8)
   p.add_argument("--bootstrap", type=int, default=16, help="crop resamplings for the SWD spread")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                 help="a DCICConfig field of DCIC's decoder, e.g. idem_draw=1 (repeatable)")
   p.add_argument("--json", default=None)
   args = p.parse_args(argv)
+  dcic_fields = dict(analytic_rdp.field(text) for text in args.set)
 
   codec = codec_lib.load(args.checkpoint)
   prior = load_prior(args.prior)
@@ -127,7 +133,7 @@ def main(argv=None):
   runs = [(int(n), 0) for n in args.steps.split(",") if n]
   runs += [tuple(int(v) for v in s.split(":")) for s in args.start_steps.split(",") if s]
   for n, start in runs:
-    cfg = DCICConfig(num_steps=n, start_step=start)
+    cfg = DCICConfig(**{**dcic_fields, "num_steps": n, "start_step": start})
     t0 = time.perf_counter()
     out = dcic_decode(codec, prior, decoded, cfg, [q[0] for q in POINTS], [q[1] for q in POINTS],
                       chunk=chunk, progress=True)

@@ -18,14 +18,16 @@ check:
     4. DCIC_RDP (1, 1) and at least one interior point on the Pareto front (PSNR up, SWD down) of
        the demo's grid.
   Analytic sources (`analytic_rdp.py`: Gaussian, Gaussian mixture, 3-D Gaussian; toy MMSE codec,
-  exact prior, D and P in units of D*, P = W2² to the source): the same four checks with D
+  exact prior, D and P in units of D*, P = W2² to the source; eight 64² images per source and
+  step, `--analytic-images`: with one, P's sampling noise fails an exact posterior sampler on the
+  front check at Δ = 0.125, `ideal_steps_1d.py`): the same four checks with D
   for PSNR and W2 for SWD — (1, 0): D ≤ 1.05 D*; monotone D in K_D and re-encoding error in K_P;
   (0, 1): P ≤ 0.25 D*, D ≤ 2.3 D* (the bound's P = 0 end is the posterior sample at 2 D*);
   gauss and gmm: worst D / D(P) over the grid's Pareto front ≤ 1.10.
   Step cost (criterion 6 of the design issue) is `bench_dcic.py`'s; the Idempotence comparison is
   `dp_sweep.py --idempotence`.
 
-  python experiments/kd_kp_check.py                     # ~10 min on a 2-core CPU
+  python experiments/kd_kp_check.py                     # ~7 min on a 2-core CPU
   python experiments/kd_kp_check.py --skip analytic     # the demo set only
   python experiments/kd_kp_check.py --set dcic.ball=0   # K_D = 1 lands on x̂_b itself
   python experiments/kd_kp_check.py --skip demo --analytic-set eta=0   # another analytic decoder
@@ -186,7 +188,8 @@ def demo_part(args, check: Checks) -> dict:
 
 def analytic_part(args, check: Checks) -> dict:
   grid_points = [(a, b) for a in AXIS for b in AXIS]
-  ns = analytic_rdp.main_args(["--mode", args.analytic_mode]   # the experiment's own defaults
+  ns = analytic_rdp.main_args(["--mode", args.analytic_mode,   # the experiment's own defaults
+                               "--images", str(args.analytic_images)]
                               + [f"--set={s}" for s in args.analytic_set])
   ns.idem_steps = 0
   all_results = {}
@@ -242,6 +245,8 @@ def main(argv=None) -> int:
                  help="override a field of configs/demo.py, e.g. dcic.ball=0 (repeatable)")
   p.add_argument("--analytic-set", action="append", default=[], metavar="FIELD=VALUE",
                  help="a DCICConfig field of the analytic part's decoder, e.g. eta=0 (repeatable)")
+  p.add_argument("--analytic-images", type=int, default=8,
+                 help="64² images per analytic source and step Δ (P's sampling noise falls as 1/images)")
   p.add_argument("--analytic-mode", default="project", choices=("project", "schedule"),
                  help="decoder of the analytic part (schedule: the penalty form)")
   args = p.parse_args(argv)

@@ -227,13 +227,15 @@ def test_idempotence_lands_near_the_posterior_end_of_the_bound(name):
   assert prior_d > 2 * d
 
 
-def test_drawing_the_latents_makes_dcic_rp_the_gaussian_source_s_posterior_sample():
+@pytest.mark.parametrize("x0_var", ["gaussian", "eps"])
+def test_drawing_the_latents_makes_dcic_rp_the_gaussian_source_s_posterior_sample(x0_var):
   """With `idem_draw` each step's x̂0 is a draw of x0 | x_t, cells (exact for a Gaussian x0 and
   the toy codec), so DCIC_RP is the bound's P = 0 end, the posterior sample at (2D*, 0), where
-  the conditional mean stops short of it (the test above)."""
+  the conditional mean stops short of it (the test above); with the data's variance assumed
+  (σ = 0.5, twice the source's) or the prior's own estimate from ε̂."""
   source, codec, x, target, out = _setup("gauss")
   dec = grid.GridDecoder(analytic.eps_fn(source, FULL), codec.fns, schedules.respace(FULL, N_STEPS),
-                         sampler.DCICConfig(num_steps=N_STEPS, eta=1.0, idem_draw=True))
+                         sampler.DCICConfig(num_steps=N_STEPS, eta=1.0, idem_draw=True, x0_var=x0_var))
   keys = sampler.header_key((1 << 40) + 3)[None]
   x_hat = np.asarray(dec(None, codec.params(STEP), target, keys, np.zeros(1), np.ones(1)))[0, 0]
   d_star = codec.theory(STEP)[0].d_star

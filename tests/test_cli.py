@@ -201,8 +201,9 @@ def test_decoder_flags_reach_the_decoder_config():
   from dcic_jax.dcic.sampler import DCICConfig, config_from
   args = cli.build_parser().parse_args(["decompress", "a.dcic", "--kd", "1", "--kp", "1", "--idem-draw",
                                         "--ball", "0.1", "--margin", "0.2", "--cg-iters", "3",
-                                        "--spacing-power", "2"])
+                                        "--spacing-power", "2", "--x0-var", "eps", "--data-std", "0.3"])
   cfg = config_from(vars(args))
-  assert (cfg.idem_draw, cfg.ball, cfg.margin, cfg.cg_iters, cfg.spacing_power) == (True, 0.1, 0.2, 3, 2.0)
-  assert not config_from(vars(cli.build_parser().parse_args(["decompress", "a.dcic"]))).idem_draw
-  assert DCICConfig().idem_draw is False
+  assert (cfg.idem_draw, cfg.ball, cfg.margin, cfg.cg_iters, cfg.spacing_power, cfg.x0_var, cfg.data_std) == \
+      (True, 0.1, 0.2, 3, 2.0, "eps", 0.3)
+  plain = config_from(vars(cli.build_parser().parse_args(["decompress", "a.dcic"])))
+  assert plain == DCICConfig() and (plain.idem_draw, plain.x0_var) == (False, "gaussian")

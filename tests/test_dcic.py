@@ -295,3 +295,26 @@ def test_decoders_that_differentiate_the_prior_prepare_its_weights_once():
     jax.eval_shape(decode, jnp.zeros(()), codec.params, one, keys[0], 1.0, 1.0)
     assert seen and len(prepared) == int(want), mode
     assert all(isinstance(p, dict) == want for p in seen), mode
+
+
+@pytest.mark.parametrize("std", [0.25, 0.5])
+def test_x0_variance_from_eps_is_the_gaussian_variance_for_gaussian_data(std):
+  """The prior's own estimate √((1−ᾱ)/ᾱ)·mean(ε̂·x̂0), with the exact ε̂ of N(0, σ²) data and x_t
+  drawn from its marginal, is the closed form σ²(1−ᾱ)/(ᾱσ² + 1−ᾱ) from one 64² image, at every
+  noise level (1 − mean ε̂² would be off by 0 to 3000× at high noise); never negative."""
+  full = schedules.make_schedule("linear", 1000)
+  sched = schedules.respace(full, 20)
+  eps_fn = samplers.gaussian_eps_fn(std, full)
+  want = sampler.x0_variance(sched, std)
+  for i in (1, 5, 12, 16, 20):
+    c = samplers.step_coefs(sched, i)
+    k0, k1 = jax.random.split(jax.random.key(i))
+    x0 = std * jax.random.normal(k0, (3, 64, 64, 3))
+    x_t = c.sqrt_ab_t * x0 + c.sqrt_1m_ab_t * jax.random.normal(k1, x0.shape)
+    eps = eps_fn(None, x_t, jnp.full((3,), sched.timesteps[i - 1], jnp.int32))
+    got = np.asarray(sampler.x0_variance_from_eps(x_t, eps, c))
+    assert got.shape == (3, 1, 1, 1)
+    np.testing.assert_allclose(got.ravel(), want[i - 1], rtol=0.06)
+  c = samplers.step_coefs(sched, 10)
+  x_t = jnp.ones((1, 4, 4, 3))
+  assert float(sampler.x0_variance_from_eps(x_t, -x_t, c)[0, 0, 0, 0]) == 0.0

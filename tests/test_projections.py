@@ -73,6 +73,15 @@ def test_truncated_normal_mean_of_a_box_every_distance_away():
   np.testing.assert_allclose(got, want, atol=2e-6, rtol=1e-5)
 
 
+def test_truncated_normal_mean_of_a_point_mass_is_the_projection():
+  """std = 0 (the prior's variance estimate clamps there) and std far below the box: the limit
+  clip(mean, lo, hi), finite, where the standardised bounds would be ±inf or NaN."""
+  mean = jnp.asarray([0.3, -2.0, 5.0, 0.3, 1.0 + 1e-8], jnp.float32)
+  std = jnp.asarray([0.0, 0.0, 0.0, 1e-9, 1e-9], jnp.float32)
+  got = np.asarray(projections.truncated_normal_mean(mean, std, jnp.float32(0.0), jnp.float32(1.0)))
+  np.testing.assert_allclose(got, [0.3, 0.0, 1.0, 0.3, 1.0], atol=1e-7)
+
+
 def test_truncated_normal_sample_has_scipy_s_law_from_inside_to_far_outside():
   """Boxes holding the mode, beside it, 3–40 σ out on either side, and far narrower than σ:
   every draw inside its box, and the draws' quantiles those of scipy's truncated normal."""

@@ -126,8 +126,11 @@ def truncated_normal_mean(mean: jax.Array, std: jax.Array, lo: jax.Array,
   In standard units a, b = (lo, hi − mean)/std, reflected so that a + b ≥ 0, the mean is
   (φ(a) − φ(b)) / (Φ(b) − Φ(a)) = √(2/π)·(1 − r) / (erfcx(a/√2) − r·erfcx(b/√2)),
   r = exp(−(b − a)(b + a)/2) ≤ 1: scaled by erfcx, neither tail underflows. A box much narrower
-  than std (where that difference cancels) takes the first-order answer centre·(1 − h²/3).
+  than std (where that difference cancels) takes the first-order answer centre·(1 − h²/3); a std
+  below 1e-6 of the box (0 included) gives the limit, the projection clip(mean, lo, hi).
   """
+  sharp = std <= 1e-6 * (hi - lo)           # a point mass, to float32: the projection
+  std = jnp.where(sharp, 1.0, std)
   a, b = (lo - mean) / std, (hi - mean) / std
   centre, half = 0.5 * (a + b), 0.5 * (b - a)
   flip = centre < 0
@@ -138,7 +141,7 @@ def truncated_normal_mean(mean: jax.Array, std: jax.Array, lo: jax.Array,
   e = jnp.where(flip, -e, e)
   narrow = half * jnp.maximum(1.0, jnp.abs(centre)) < 1e-2
   e = jnp.where(narrow, centre * (1.0 - half**2 / 3.0), e)
-  return jnp.clip(mean + std * e, lo, hi)
+  return jnp.clip(jnp.where(sharp, mean, mean + std * e), lo, hi)
 
 
 def truncated_normal_sample(key: jax.Array, mean: jax.Array, std: jax.Array, lo: jax.Array,

@@ -26,9 +26,10 @@ pairs), with N respaced steps and the key from the header seed:
 In project mode K_D and K_P are fractions of the way to each constraint's set, so they mean the
 same for every codec, prior, image size and step count, with no step size: K = 0 leaves the
 constraint off, K = 1 puts every step's x̂0 in the distortion ball / at the idempotent mean and
-makes the output idempotent (re-encoding it gives ŷ). v_t = σ²(1−ᾱ_t)/(ᾱ_t·σ² + 1−ᾱ_t) is the
-variance of x0 given x_t for data of standard deviation σ = `data_std`. docs/dcic.md explains the
-choices. The penalty modes keep the calibrated weights w_D, w_P (`calibrate.py`) for comparison.
+makes the output idempotent (re-encoding it gives ŷ). v_t = Var[x0 | x_t] is the variance for
+N(0, σ²) data, σ²(1−ᾱ_t)/(ᾱ_t·σ² + 1−ᾱ_t), σ = `data_std` (`x0_var="gaussian"`), or the prior's
+own estimate for the image, √((1−ᾱ_t)/ᾱ_t)·mean(ε̂·x̂0) (`x0_var="eps"`). docs/dcic.md explains
+the choices. The penalty modes keep the calibrated weights w_D, w_P (`calibrate.py`) for comparison.
 
 With K_D = K_P = 0 the updates are exactly zero, so the result is the plain DDIM(η) sampler with
 the same key (bit for bit in the penalty modes; in the project mode to a few ulps, as XLA fuses
@@ -52,13 +53,14 @@ import optax
 from dcic_jax.dcic import constraints, projections
 from dcic_jax.diffusion import learned_sigma
 from dcic_jax.dcic.constraints import CodecFns, Target
-from dcic_jax.diffusion.samplers import (EpsFn, ddim_step, ddim_step_from_x0, predict_x0,
-                                         step_coefs, step_noise)
+from dcic_jax.diffusion.samplers import (EpsFn, StepCoefs, ddim_step, ddim_step_from_x0,
+                                         predict_x0, step_coefs, step_noise)
 from dcic_jax.diffusion.schedules import Schedule, respace
 from dcic_jax.errors import BitstreamError, UserError
 
 PRNG_IMPL = "threefry2x32"   # the only tag this decoder reads (partitionable threefry, see above)
 MODES = ("project", "schedule", "dps")
+X0_VARS = ("eps", "gaussian")
 GRADS = ("xt", "x0")
 OPTIMIZERS = ("sgd", "adam")
 
@@ -77,7 +79,10 @@ class DCICConfig:
   ball: float = 0.02            # κ: the distortion set is ‖u − x̂_b‖² ≤ κ·D_q (0: the point x̂_b)
   margin: float = 0.05          # the final idempotence projection aims this far inside each cell (latent units)
   cg_iters: int = 4             # conjugate-gradient iterations of each idempotence step
-  data_std: float = 0.5         # σ of the data in [−1, 1] units, for the x̂0 variance v_t
+  x0_var: str = "gaussian"      # v_t = Var[x0 | x_t] of the idempotence step: "gaussian", the
+                                # variance for N(0, data_std²) data; "eps", the prior's own
+                                # estimate per image and step, from ε̂ and x̂0 (docs/dcic.md)
+  data_std: float = 0.5         # σ of the data in [−1, 1] units, for x0_var="gaussian"
   idem_draw: bool = False       # idempotence step: draw the latents from their truncated normals
                                 # (posterior sampling) instead of taking their mean (docs/dcic.md)
   # schedule and dps modes (penalty form):
@@ -96,6 +101,7 @@ class DCICConfig:
 
   def __post_init__(self):
     for name, value, allowed in (("mode", self.mode, MODES), ("grad", self.grad, GRADS),
+                                 ("x0_var", self.x0_var, X0_VARS),
                                  ("optimizer", self.optimizer, OPTIMIZERS),
                                  ("variant", self.variant, constraints.VARIANTS)):
       if value not in allowed:
@@ -155,6 +161,23 @@ def x0_variance(schedule: Schedule, data_std: float) -> np.ndarray:
   return data_std**2 * (1.0 - ab) / (ab * data_std**2 + 1.0 - ab)
 
 
+def x0_variance_from_eps(x_t: jax.Array, eps: jax.Array, c: StepCoefs) -> jax.Array:
+  """[B, 1, …, 1] Var[x0 | x_t] averaged over each image's values, from the prior's own ε̂.
+
+  With x̂0, ε̂ the MMSE estimates (x_t = √ᾱ·x̂0 + √(1−ᾱ)·ε̂ exactly), E⟨ε̂, x_t⟩ = E⟨ε, x_t⟩ =
+  √(1−ᾱ)·d, so E‖ε − ε̂‖² = d − E‖ε̂‖² = √ᾱ/√(1−ᾱ)·E⟨ε̂, x̂0⟩, and the variance per value is
+  √((1−ᾱ)/ᾱ)·⟨ε̂, x̂0⟩/d: the quantity Analytic-DPM (Bao et al., ICLR 2022) estimates over a data
+  set, here from one image at one step, at no cost. Written with ⟨ε̂, x̂0⟩ rather than 1 − ‖ε̂‖²/d,
+  one image's estimate is within a few per cent at every noise level (the latter is the small
+  difference of two numbers near 1 at high noise). For Gaussian data it is `x0_variance` in
+  expectation; for photos it is what the prior knows, far below the white-Gaussian formula's at
+  mid and low noise. Clamped at 0.
+  """
+  x0 = predict_x0(x_t, eps, c, clip=False)
+  dot = jnp.mean(eps * x0, axis=tuple(range(1, eps.ndim)), keepdims=True)
+  return jnp.maximum(c.sqrt_1m_ab_t * c.inv_sqrt_ab_t * dot, 0.0)
+
+
 DecodeFn = Callable[[Any, Any, Target, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
@@ -170,7 +193,7 @@ def make_decode_one(eps_fn: EpsFn, codec: CodecFns, schedule: Schedule, cfg: DCI
   first = cfg.start_step or n
   timesteps = jnp.asarray(schedule.timesteps, jnp.int32)
   inner_opt = optax.sgd(1.0) if cfg.optimizer == "sgd" else optax.adam(1.0)
-  x0_var = jnp.asarray(x0_variance(schedule, cfg.data_std), jnp.float32)   # [N], step i at i − 1
+  v_gauss = jnp.asarray(x0_variance(schedule, cfg.data_std), jnp.float32)   # [N], step i at i − 1
 
   def decode(prior_params, codec_params, target: Target, key_data, k_d, k_p):
     key = jax.random.wrap_key_data(key_data, impl=PRNG_IMPL)
@@ -255,11 +278,12 @@ def make_decode_one(eps_fn: EpsFn, codec: CodecFns, schedule: Schedule, cfg: DCI
       t_B = jnp.full((1,), timesteps[i - 1], jnp.int32)
       c = step_coefs(schedule, i)
       z = step_noise(key, i, shape)
-      u = predict_x0(x_t, eps_fn(prior_params, x_t, t_B), c)
+      eps = eps_fn(prior_params, x_t, t_B)
+      u = predict_x0(x_t, eps, c)
+      var = x0_variance_from_eps(x_t, eps, c) if cfg.x0_var == "eps" else v_gauss[i - 1]
       draw_key = jax.random.fold_in(key, n + 3 + i) if cfg.idem_draw else None
-      u = project(u, lambda v: projections.conditional_mean(codec, codec_params, v, target,
-                                                            x0_var[i - 1], gain, cfg.cg_iters,
-                                                            draw_key))
+      u = project(u, lambda v: projections.conditional_mean(codec, codec_params, v, target, var,
+                                                            gain, cfg.cg_iters, draw_key))
       return ddim_step_from_x0(x_t, jnp.clip(u, -1.0, 1.0), i, z, schedule, cfg.eta)
 
     if cfg.mode == "project":
