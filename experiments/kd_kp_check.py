@@ -19,8 +19,8 @@ check:
        the demo's grid.
   Analytic sources (`analytic_rdp.py`: Gaussian, Gaussian mixture, 3-D Gaussian; toy MMSE codec,
   exact prior, D and P in units of D*, P = W2² to the source; eight 64² images per source and
-  step, `--analytic-images`: with one, P's sampling noise fails an exact posterior sampler on the
-  front check at Δ = 0.125, `ideal_steps_1d.py`): the same four checks with D
+  step, `--analytic-images`, because with one the sampling noise of P alone fails an exact
+  posterior sampler on check 4 at Δ = 0.125, see `ideal_steps_1d.py`): the same four checks with D
   for PSNR and W2 for SWD — (1, 0): D ≤ 1.05 D*; monotone D in K_D and re-encoding error in K_P;
   (0, 1): P ≤ 0.25 D*, D ≤ 2.3 D* (the bound's P = 0 end is the posterior sample at 2 D*);
   gauss and gmm: worst D / D(P) over the grid's Pareto front ≤ 1.10.
