@@ -3,7 +3,7 @@
 `kd_kp_check.py` finds DCIC_RP (K_P = 1) between the MMSE point and the posterior sample at fine
 quantiser steps Δ, where the bound's P = 0 end is (2 D*, 0). This experiment asks whether the
 constraint rule or the reverse process is the cause. It runs the same reverse process as the
-decoder (linear β, T = 1000, N respaced steps, DDIM η = 1) on the scalar sources of
+decoder (linear β, T = 1000, N respaced steps, its DDIM η = 1 step) on the scalar sources of
 `analytic_rdp.py`, with the toy codec's cells ((k − ½)Δ, (k + ½)Δ], but replaces DCIC's
 conditional-mean step by the exact one: p(x0 | x_t, cell) of the source mixture, in closed form.
 
@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO / "experiments"))
 import analytic_rdp  # noqa: E402
 from dcic_jax.codecs import toy  # noqa: E402
 from dcic_jax.dcic import projections  # noqa: E402
-from dcic_jax.diffusion import analytic, schedules  # noqa: E402
+from dcic_jax.diffusion import analytic, samplers, schedules  # noqa: E402
 
 RULES = ("prior-mean", "ideal-mean", "ideal-draw")
 
@@ -68,20 +68,23 @@ def pick(key, log_w: np.ndarray) -> np.ndarray:
   return np.asarray(jax.random.categorical(key, jnp.asarray(log_w)))
 
 
+def mixture_mean(log_w: np.ndarray, values: np.ndarray) -> np.ndarray:
+  """[n] Σ_k w_k·values_k per row, with weights ∝ exp(log_w)."""
+  p = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+  return np.sum(p * values, axis=1) / np.sum(p, axis=1)
+
+
 def x0_step(rule: str, source, x_t, ab, lo, hi, key) -> np.ndarray:
   """x̂0 of one reverse step under a rule (see the module docstring)."""
   log_w, mean, std = posterior_components(source, x_t, ab)
   if rule == "prior-mean":
-    p = np.exp(log_w - log_w.max(axis=1, keepdims=True))
-    return np.sum(p * mean, axis=1) / np.sum(p, axis=1)
+    return mixture_mean(log_w, mean)
   lo_k, hi_k = lo[:, None], hi[:, None]
   log_w = log_w + log_box_mass((lo_k - mean) / std, (hi_k - mean) / std)
   args = [jnp.asarray(v, jnp.float32) for v in (mean, std, np.broadcast_to(lo_k, mean.shape),
                                                 np.broadcast_to(hi_k, mean.shape))]
   if rule == "ideal-mean":
-    p = np.exp(log_w - log_w.max(axis=1, keepdims=True))
-    inside = np.asarray(projections.truncated_normal_mean(*args), np.float64)
-    return np.sum(p * inside, axis=1) / np.sum(p, axis=1)
+    return mixture_mean(log_w, np.asarray(projections.truncated_normal_mean(*args), np.float64))
   k_pick, k_draw = jax.random.split(key)
   draws = np.asarray(projections.truncated_normal_sample(k_draw, *args), np.float64)
   return draws[np.arange(len(x_t)), pick(k_pick, log_w)]
@@ -96,13 +99,11 @@ def run(source: analytic.Mixture, step: float, rule: str, num_steps: int, n: int
   lo, hi = (cell - 0.5) * step, (cell + 0.5) * step
   x = np.asarray(jax.random.normal(k_start, (n,)), np.float64)
   for i in range(num_steps, 0, -1):
-    ab, ab_s = sched.alphas_cumprod[i - 1], sched.alphas_cumprod_prev[i - 1]
     k_step, k_noise = jax.random.split(jax.random.fold_in(k_run, i))
-    u = x0_step(rule, source, x, ab, lo, hi, k_step)
-    sigma = np.sqrt((1.0 - ab_s) / (1.0 - ab) * (1.0 - ab / ab_s))      # DDIM η = 1
-    eps = (x - np.sqrt(ab) * u) / np.sqrt(1.0 - ab)
-    x = (np.sqrt(ab_s) * u + np.sqrt(max(1.0 - ab_s - sigma**2, 0.0)) * eps
-         + sigma * np.asarray(jax.random.normal(k_noise, (n,)), np.float64))
+    u = x0_step(rule, source, x, sched.alphas_cumprod[i - 1], lo, hi, k_step)
+    x = np.asarray(samplers.ddim_step_from_x0(jnp.asarray(x, jnp.float32), jnp.asarray(u, jnp.float32),
+                                              i, jax.random.normal(k_noise, (n,)), sched, eta=1.0),
+                   np.float64)
   d_star = toy.cell_theory(source, step).d_star
   d = float(np.mean((x - x0) ** 2)) / d_star
   p = analytic.w2_sq_to_atoms(source, x) / d_star
